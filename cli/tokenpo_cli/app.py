@@ -1,0 +1,46 @@
+"""The Typer app behind the `tokenpo` command."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import typer
+
+from tokenpo.exceptions import TokenpoError
+from tokenpo_cli import diff
+from tokenpo_cli.console import err
+
+app = typer.Typer(
+    name="tokenpo",
+    help="Token-level preference optimization: prepare pairs, train, evaluate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+app.command(name="diff")(diff.diff_command)
+
+
+@dataclass(slots=True)
+class _State:
+    debug: bool = False
+
+
+_state = _State()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
+) -> None:
+    _state.debug = debug
+
+
+def main() -> None:
+    """Entry point: runs the app and turns tokenpo errors into one red line and exit 1."""
+    try:
+        app()
+    except TokenpoError as error:
+        if _state.debug:
+            raise
+        err.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+        raise SystemExit(1) from None

@@ -1,0 +1,48 @@
+//! Core errors as the exceptions of `tokenpo.exceptions`.
+//!
+//! The exception classes are defined in Python (one hierarchy, documented there) and
+//! looked up here, so both sides raise the same types.
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use tokenpo_core::{Error, Location};
+
+/// A core error on its way to Python.
+pub struct NativeError(pub Error);
+
+impl From<Error> for NativeError {
+    fn from(error: Error) -> Self {
+        Self(error)
+    }
+}
+
+impl From<NativeError> for PyErr {
+    fn from(NativeError(error): NativeError) -> Self {
+        Python::attach(|py| match to_python(py, &error) {
+            Ok(exception) => exception,
+            // tokenpo.exceptions failed to import: still say what went wrong.
+            Err(import_error) => PyRuntimeError::new_err(format!("{error} ({import_error})")),
+        })
+    }
+}
+
+fn to_python(py: Python<'_>, error: &Error) -> PyResult<PyErr> {
+    let (class_name, location) = match error {
+        Error::InvalidRow { location, .. } => ("InvalidRowError", Some(location)),
+        Error::Schema { location, .. } => ("SchemaError", Some(location)),
+        Error::LengthMismatch { .. } => ("LengthMismatchError", None),
+        Error::Arrow { location, .. } => ("TokenpoError", Some(location)),
+    };
+    let class = py.import("tokenpo.exceptions")?.getattr(class_name)?;
+    let kwargs = PyDict::new(py);
+    if let Some(Location { file, row, field }) = location {
+        if class_name != "TokenpoError" {
+            kwargs.set_item("file", file.as_ref().map(|path| path.display().to_string()))?;
+            kwargs.set_item("row", *row)?;
+            kwargs.set_item("field", field.as_deref())?;
+        }
+    }
+    let exception = class.call((error.to_string(),), Some(&kwargs))?;
+    Ok(PyErr::from_value(exception))
+}

@@ -1,0 +1,18 @@
+//! `tokenpo._native`: the Python face of `tokenpo-core`. Only type conversion lives
+//! here; every algorithm is in the core crate.
+
+mod diff;
+mod error;
+
+use pyo3::prelude::*;
+
+/// The native extension module. Python code imports it through the `tokenpo` facade.
+#[pymodule]
+fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    module.add("DEFAULT_MAX_EDIT_DISTANCE", tokenpo_core::diff::DEFAULT_MAX_EDIT_DISTANCE)?;
+    module.add_class::<diff::TokenDiff>()?;
+    module.add_function(wrap_pyfunction!(diff::diff_tokens, module)?)?;
+    module.add_function(wrap_pyfunction!(diff::diff_batch, module)?)?;
+    Ok(())
+}

@@ -1,0 +1,51 @@
+"""The exceptions tokenpo raises, one hierarchy under :class:`TokenpoError`.
+
+The native extension raises these same classes (it looks them up here), so
+``except tokenpo.exceptions.InputError`` catches bad input from Rust and Python alike.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "InputError",
+    "InvalidRowError",
+    "LengthMismatchError",
+    "SchemaError",
+    "TokenpoError",
+]
+
+
+class TokenpoError(Exception):
+    """Base class of every error tokenpo raises on purpose."""
+
+
+class InputError(TokenpoError, ValueError):
+    """Input data that tokenpo cannot use. Says where: the file, row and field, when known."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        row: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.file = file
+        """The input file, when the data came from one."""
+        self.row = row
+        """The row at fault, counted from 0 across all chunks."""
+        self.field = field
+        """The column or argument at fault."""
+
+
+class InvalidRowError(InputError):
+    """One row holds a value that cannot be used: a null, a negative token id, ..."""
+
+
+class SchemaError(InputError):
+    """A column is missing or has a type tokenpo does not accept."""
+
+
+class LengthMismatchError(InputError):
+    """Two columns that must be row-aligned have different lengths."""

@@ -29,21 +29,25 @@ impl TokenDiff {
         PyList::new(py, &self.inner.b_mask)
     }
 
+    /// Insertions plus deletions turning `a` into `b` (`len(a) + len(b)` if unaligned).
     #[getter]
     fn edit_distance(&self) -> u32 {
         self.inner.stats.edit_distance
     }
 
+    /// Length of the longest common subsequence (0 if unaligned).
     #[getter]
     fn lcs_len(&self) -> u32 {
         self.inner.stats.lcs_len
     }
 
+    /// Number of leading tokens both sequences share.
     #[getter]
     fn shared_prefix_len(&self) -> u32 {
         self.inner.stats.shared_prefix_len
     }
 
+    /// The edit distance exceeded `max_edit_distance`; every token is marked.
     #[getter]
     fn unaligned(&self) -> bool {
         self.inner.stats.unaligned

@@ -1,0 +1,220 @@
+# ruff: noqa: RUF001, RUF002 -- formulas use the math notation of docs/losses.md
+"""TBPO: token-level Bradley-Terry preference optimisation by Bregman ratio matching.
+
+RECONSTRUCTION from the abstract of Nguyen et al., arXiv 2605.12288 (the full text was not
+available to us); every choice the abstract leaves open is a parameter or documented in
+``docs/losses.md`` § "TBPO". Per-token score ``z_t = β ρ_t − b_t``, side scores
+``Z_w = Σ_t m^w_t z^w_t`` and ``Z_l = Σ_t m^l_t z^l_t``, and a loss ``φ`` from a Bregman
+generator:
+
+- ``logistic``: ``−log σ(Z_w − Z_l)``; with ``b ≡ 0`` exactly dpo.
+- ``lsif`` (``f(t) = (t−1)²/2``): ``½ exp(2 clamp(Z_l)) − exp(clamp(Z_w))``.
+- ``ukl`` (``f(t) = t log t − t``): ``exp(clamp(Z_l)) − clamp(Z_w)``.
+
+``clamp`` limits the log-ratios to ``[−ratio_clamp, ratio_clamp]`` so ``exp`` cannot overflow;
+beyond it the ratio loss gives no gradient (the logistic one is not clamped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+from tokenpo.losses._base import PairLoss, PairTerms, SideStats, finish, side_stats
+from tokenpo.losses._ops import logistic_loss, masked_sum
+from tokenpo.losses.batch import LossOutput, PairLogps, Side
+from tokenpo.losses.config import LossConfigError, check_choice, check_number
+
+__all__ = ["TBPOA", "TBPOQ", "Generator", "TBPOQConfig", "bregman_loss"]
+
+Generator = Literal["logistic", "lsif", "ukl"]
+_GENERATORS: tuple[Generator, ...] = ("logistic", "lsif", "ukl")
+_STD_EPS = 1e-6
+
+
+def bregman_loss(
+    generator: Generator, chosen: Tensor, rejected: Tensor, *, ratio_clamp: float
+) -> Tensor:
+    """``φ(Z_w, Z_l)`` of each pair for the given generator (see the module docstring)."""
+    if generator == "logistic":
+        return logistic_loss(chosen - rejected)
+    chosen = chosen.clamp(-ratio_clamp, ratio_clamp)
+    rejected = rejected.clamp(-ratio_clamp, ratio_clamp)
+    if generator == "lsif":
+        return 0.5 * torch.exp(2.0 * rejected) - torch.exp(chosen)
+    return torch.exp(rejected) - chosen
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _TBPOParams:
+    """Parameters shared by TBPO-A and TBPO-Q."""
+
+    name: ClassVar[str]
+    beta: float = 0.1
+    """β > 0 in ``z_t = β ρ_t − b_t``."""
+    generator: Generator = "logistic"
+    """The Bregman generator: ``logistic`` (dpo-like), ``lsif`` or ``ukl``."""
+    ratio_clamp: float = 5.0
+    """Bound on ``|Z|`` inside ``exp`` for ``lsif`` and ``ukl``, > 0."""
+
+    def __post_init__(self) -> None:
+        check_number(self.name, "beta", self.beta, low=0.0, low_open=True)
+        check_choice(self.name, "generator", self.generator, _GENERATORS)
+        check_number(self.name, "ratio_clamp", self.ratio_clamp, low=0.0, low_open=True)
+        self.check_params()
+
+    def check_params(self) -> None:
+        """Validate the parameters a subclass adds; none by default."""
+
+    def sides_and_stats(
+        self, batch: PairLogps
+    ) -> tuple[tuple[Side, Side], tuple[SideStats, SideStats]]:
+        """The two sides and their sums (reference required)."""
+        sides = batch.sides()
+        return sides, (side_stats(sides[0], by=self.name), side_stats(sides[1], by=self.name))
+
+    def pair_terms(
+        self,
+        sides: tuple[Side, Side],
+        stats: tuple[SideStats, SideStats],
+        scores: tuple[Tensor, Tensor],
+        *,
+        metrics: dict[str, Tensor],
+        batch_term: Tensor | None = None,
+    ) -> PairTerms:
+        """Apply the generator to the side scores ``(Z_w, Z_l)``."""
+        return PairTerms(
+            per_pair=bregman_loss(self.generator, *scores, ratio_clamp=self.ratio_clamp),
+            chosen_reward=scores[0].detach(),
+            rejected_reward=scores[1].detach(),
+            chosen=stats[0],
+            rejected=stats[1],
+            sides=sides,
+            batch_term=batch_term,
+            metrics=metrics,
+        )
+
+    def scaled_log_ratio(self, side: Side) -> Tensor:
+        """``β ρ_t``, ``[B, T]``, without autograd (for statistics and regression targets)."""
+        with torch.no_grad():
+            return self.beta * (side.policy - side.need("ref", by=self.name))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TBPOA(_TBPOParams, PairLoss):
+    """TBPO-A (arXiv 2605.12288, RECONSTRUCTION): no learned baseline; advantage normalisation.
+
+    ``z_t = (β ρ_t − μ) / (σ + 1e-6)`` with ``μ``, ``σ`` the mean and (population) standard
+    deviation of ``β ρ`` over every completion token of the batch, both sides, detached. Since
+    ``μ`` and ``σ`` are constants, ``Z = (β Σ_t m ρ − μ n) / (σ + 1e-6)`` from sequence sums.
+    Needs the reference log-probs.
+    """
+
+    name: ClassVar[str] = "tbpo_a"
+
+    def terms(self, batch: PairLogps, /) -> PairTerms:
+        sides, stats = self.sides_and_stats(batch)
+        mean, std = self.token_mean_std(sides, stats)
+        chosen, rejected = (
+            (self.beta * side.log_ratio - mean * side.count) / (std + _STD_EPS) for side in stats
+        )
+        return self.pair_terms(
+            sides, stats, (chosen, rejected), metrics={"tbpo/mean": mean, "tbpo/std": std}
+        )
+
+    def token_mean_std(
+        self, sides: tuple[Side, Side], stats: tuple[SideStats, SideStats]
+    ) -> tuple[Tensor, Tensor]:
+        """Mean and population std of ``β ρ`` over the completion tokens of both sides.
+
+        The mean comes from the sequence sums already computed; the second pass around it
+        avoids the cancellation of ``E[x²] − E[x]²``.
+        """
+        with torch.no_grad():
+            count = (stats[0].count.sum() + stats[1].count.sum()).clamp(min=1.0)
+            mean_ratio = (stats[0].log_ratio.sum() + stats[1].log_ratio.sum()) / count
+            squares = mean_ratio.new_zeros(())
+            for side in sides:
+                centred = side.policy - side.need("ref", by=self.name)
+                centred.sub_(mean_ratio).mul_(side.mask_float)
+                squares += torch.linalg.vecdot(centred, centred).sum()
+            return self.beta * mean_ratio, self.beta * (squares / count).sqrt()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TBPOQConfig(_TBPOParams):
+    """Parameters of :class:`TBPOQ`."""
+
+    name: ClassVar[str] = "tbpo_q"
+    hidden_size: int
+    """``H``, the size of the policy's last hidden state (the value head's input)."""
+    value_weight: float = 0.1
+    """Weight ≥ 0 of the value head's regression loss."""
+
+    def check_params(self) -> None:
+        size = self.hidden_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise LossConfigError(f"{self.name}.hidden_size must be a positive int, got {size!r}")
+        check_number(self.name, "value_weight", self.value_weight, low=0.0)
+
+
+class TBPOQ(nn.Module):
+    """TBPO-Q (arXiv 2605.12288, RECONSTRUCTION): a learned state baseline ``b_t = V_φ(h_t)``.
+
+    ``V_φ`` is a linear head on the *detached* last hidden state, trained jointly by regressing
+    to ``sg(β ρ_t)`` (MSE over every completion token, times ``value_weight``), so ``z_t`` is an
+    advantage estimate. The baseline enters ``z`` detached: only the regression trains the head,
+    which otherwise could separate the pair on its own and starve the policy of gradient. The
+    head starts at zero, so the first step is dpo plus the regression.
+
+    This loss has parameters: the trainer moves it to the device, adds ``parameters()`` to the
+    optimizer and saves its ``state_dict`` (:func:`tokenpo.losses.trainable_module` finds it).
+    Needs the reference log-probs and ``chosen_hidden``/``rejected_hidden``.
+    """
+
+    name: ClassVar[str] = "tbpo_q"
+
+    def __init__(self, config: TBPOQConfig) -> None:
+        super().__init__()
+        self.config = config
+        """The loss parameters."""
+        self.value_head = nn.Linear(config.hidden_size, 1)
+        """``V_φ``: hidden state to baseline."""
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+
+    def baseline(self, side: Side) -> Tensor:
+        """``V_φ(sg(h_t))``, ``[B, T]``, in the side's compute dtype (with gradient to ``φ``)."""
+        hidden = side.need("hidden", by=self.name).detach()
+        value: Tensor = self.value_head(hidden.to(self.value_head.weight.dtype))
+        return value.squeeze(-1).to(side.policy.dtype)
+
+    def terms(self, batch: PairLogps, /) -> PairTerms:
+        """Per-pair loss with the value regression as the batch term."""
+        config = self.config
+        sides, stats = config.sides_and_stats(batch)
+        baselines = [self.baseline(side) for side in sides]
+        chosen, rejected = (
+            config.beta * side_stat.log_ratio - masked_sum(baseline.detach(), side.mask_float)
+            for side, side_stat, baseline in zip(sides, stats, baselines, strict=True)
+        )
+        squared_error = sum(
+            masked_sum((baseline - config.scaled_log_ratio(side)).square(), side.mask_float).sum()
+            for side, baseline in zip(sides, baselines, strict=True)
+        )
+        tokens = (stats[0].count.sum() + stats[1].count.sum()).clamp(min=1.0)
+        value_mse = torch.as_tensor(squared_error) / tokens
+        return config.pair_terms(
+            sides,
+            stats,
+            (chosen, rejected),
+            metrics={"tbpo/value_mse": value_mse.detach()},
+            batch_term=config.value_weight * value_mse,
+        )
+
+    def forward(self, batch: PairLogps) -> LossOutput:
+        """The batch loss (preference plus value regression) and its metrics."""
+        return finish(self.terms(batch), batch)

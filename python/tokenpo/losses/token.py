@@ -1,0 +1,183 @@
+# ruff: noqa: RUF001, RUF002 -- formulas use the math notation of docs/losses.md
+"""Token-level baselines: TDPO, TIS-DPO (weighted form) and ConfPO.
+
+Definitions: ``docs/losses.md`` § "Token-level baselines". TRL 1.16 has none of them; the
+tests check each against an independent float64 implementation of the formula.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+from torch import Tensor
+
+from tokenpo.losses._base import PairLoss, PairTerms, side_stats
+from tokenpo.losses._ops import logistic_loss, masked_mean, masked_sum
+from tokenpo.losses.batch import PairLogps, Side
+from tokenpo.losses.config import check_choice, check_number
+
+__all__ = ["TDPO", "TIS", "ConfPO", "sequence_kl"]
+
+
+def sequence_kl(side: Side, *, by: str) -> Tensor:
+    """``D(y) = Σ_t m_t KL(π_ref(·|s_t) ‖ π(·|s_t))`` over the full vocabulary, ``[B]``.
+
+    Uses ``Σ_v p_ref (log p_ref − z_v) + logsumexp(z)`` with ``z`` the policy logits, which
+    equals the KL because ``Σ_v p_ref = 1``; it never materialises the policy log-softmax, and
+    is the same whether the policy gives logits or log-softmax. The reference is detached.
+    """
+    with torch.no_grad():
+        ref_logp = torch.log_softmax(side.need("ref_logits", by=by), dim=-1)
+        ref_prob = ref_logp.exp()
+        ref_neg_entropy = (ref_prob * ref_logp).sum(-1)
+    logits = side.need("policy_logits", by=by)
+    cross = torch.einsum("btv,btv->bt", ref_prob, logits)
+    per_token = ref_neg_entropy - cross + torch.logsumexp(logits, dim=-1)
+    return masked_sum(per_token, side.mask_float)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TDPO(PairLoss):
+    """TDPO (Zeng et al., arXiv 2404.11999, Eqs. 25-26): DPO plus a sequential forward KL.
+
+    ``−log σ(β[Δ + α(D(y_w) − D(y_l))])`` with ``D`` from :func:`sequence_kl`; TDPO2 stops the
+    gradient through ``D(y_w)``. Needs the reference per-token log-probs and the policy and
+    reference logits of both sides (so a live reference model).
+    """
+
+    name: ClassVar[str] = "tdpo"
+    beta: float = 0.1
+    """β > 0."""
+    variant: Literal["tdpo1", "tdpo2"] = "tdpo2"
+    """``tdpo2`` (the paper's better variant) detaches ``D(y_w)``; ``tdpo1`` does not."""
+    alpha: float | None = None
+    """α ≥ 0 weighting the KL difference; ``None``: 0.5 for tdpo2, 1.0 for tdpo1 (the paper's)."""
+
+    def __post_init__(self) -> None:
+        check_number(self.name, "beta", self.beta, low=0.0, low_open=True)
+        check_choice(self.name, "variant", self.variant, ("tdpo1", "tdpo2"))
+        if self.alpha is not None:
+            check_number(self.name, "alpha", self.alpha, low=0.0)
+
+    @property
+    def kl_weight(self) -> float:
+        """α after resolving the per-variant default."""
+        if self.alpha is not None:
+            return self.alpha
+        return 0.5 if self.variant == "tdpo2" else 1.0
+
+    def terms(self, batch: PairLogps, /) -> PairTerms:
+        chosen_side, rejected_side = batch.sides()
+        chosen = side_stats(chosen_side, by=self.name)
+        rejected = side_stats(rejected_side, by=self.name)
+        kl_chosen = sequence_kl(chosen_side, by=self.name)
+        kl_rejected = sequence_kl(rejected_side, by=self.name)
+        if self.variant == "tdpo2":
+            kl_chosen = kl_chosen.detach()
+        delta = chosen.log_ratio - rejected.log_ratio
+        margin = self.beta * (delta + self.kl_weight * (kl_chosen - kl_rejected))
+        return PairTerms(
+            per_pair=logistic_loss(margin),
+            chosen_reward=self.beta * chosen.log_ratio.detach(),
+            rejected_reward=self.beta * rejected.log_ratio.detach(),
+            chosen=chosen,
+            rejected=rejected,
+            sides=(chosen_side, rejected_side),
+            metrics={
+                "kl/chosen": kl_chosen.detach(),
+                "kl/rejected": kl_rejected.detach(),
+            },
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TIS(PairLoss):
+    """TIS-DPO (Liu et al., arXiv 2410.04350, Eq. 11, weighted form).
+
+    ``−log σ(β[Σ_t m w ρ(y_w) − Σ_t m w ρ(y_l)])`` with the token weights of prep
+    (``chosen_weight``/``rejected_weight``, used as given); the paper estimates its weights
+    with contrastive models instead. The rewards logged are the weighted sums times β.
+    """
+
+    name: ClassVar[str] = "tis"
+    beta: float = 0.1
+    """β > 0."""
+
+    def __post_init__(self) -> None:
+        check_number(self.name, "beta", self.beta, low=0.0, low_open=True)
+
+    def terms(self, batch: PairLogps, /) -> PairTerms:
+        chosen_side, rejected_side = batch.sides()
+        chosen_reward = self.beta * _weighted_log_ratio(chosen_side, by=self.name)
+        rejected_reward = self.beta * _weighted_log_ratio(rejected_side, by=self.name)
+        return PairTerms(
+            per_pair=logistic_loss(chosen_reward - rejected_reward),
+            chosen_reward=chosen_reward.detach(),
+            rejected_reward=rejected_reward.detach(),
+            chosen=side_stats(chosen_side, by=None, grad=False),
+            rejected=side_stats(rejected_side, by=None, grad=False),
+            sides=(chosen_side, rejected_side),
+        )
+
+
+def _weighted_log_ratio(side: Side, *, by: str) -> Tensor:
+    """``Σ_t m_t w_t ρ_t``, ``[B]``; the reference part is summed without autograd."""
+    weight = side.need("weight", by=by) * side.mask_float
+    with torch.no_grad():
+        ref = masked_sum(side.need("ref", by=by), weight)
+    return masked_sum(side.policy, weight) - ref
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ConfPO(PairLoss):
+    """ConfPO (Yoon et al., arXiv 2506.08712): SimPO on the policy's low-confidence tokens.
+
+    Critical tokens are those whose policy probability is below the mean token probability of
+    their completion (a detached, boolean selection); ``S`` is the mean log-prob over them and
+    the loss ``−log σ(β(S_w − S_l) − γ)``. Reference-free. A completion with no critical token
+    (one token, or all tokens equally likely) scores 0. Defaults follow SimPO's.
+    """
+
+    name: ClassVar[str] = "confpo"
+    beta: float = 2.0
+    """β > 0, the reward scale."""
+    gamma: float = 1.0
+    """γ, the target reward margin."""
+
+    def __post_init__(self) -> None:
+        check_number(self.name, "beta", self.beta, low=0.0, low_open=True)
+        check_number(self.name, "gamma", self.gamma)
+
+    def terms(self, batch: PairLogps, /) -> PairTerms:
+        chosen_side, rejected_side = batch.sides()
+        chosen_critical = critical_tokens(chosen_side)
+        rejected_critical = critical_tokens(rejected_side)
+        chosen_score = self.beta * masked_mean(chosen_side.policy, chosen_critical)
+        rejected_score = self.beta * masked_mean(rejected_side.policy, rejected_critical)
+        chosen = side_stats(chosen_side, by=None, grad=False)
+        rejected = side_stats(rejected_side, by=None, grad=False)
+        critical_share = (chosen_critical.sum() + rejected_critical.sum()) / (
+            chosen.count.sum() + rejected.count.sum()
+        ).clamp(min=1.0)
+        return PairTerms(
+            per_pair=logistic_loss(chosen_score - rejected_score - self.gamma),
+            chosen_reward=chosen_score.detach(),
+            rejected_reward=rejected_score.detach(),
+            chosen=chosen,
+            rejected=rejected,
+            sides=(chosen_side, rejected_side),
+            metrics={"confpo/critical_share": critical_share},
+        )
+
+
+def critical_tokens(side: Side) -> Tensor:
+    """ConfPO's selection as a 0/1 float mask: tokens less likely than their completion's mean.
+
+    Computed without autograd: the selection passes no gradient.
+    """
+    with torch.no_grad():
+        prob = side.policy.exp()
+        below_mean = prob < masked_mean(prob, side.mask_float).unsqueeze(-1)
+        return side.mask_float * below_mean

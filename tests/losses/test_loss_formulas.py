@@ -1,0 +1,306 @@
+"""The losses TRL 1.16 lacks, against plain float64 re-implementations of docs/losses.md.
+
+Each reference below is written pair by pair and token by token from the formula (no shared
+code with the library), in float64, and compared on loss and gradients.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import pytest
+import torch
+from losses_testkit import build_test_loss, make_batch, run, with_leaves
+from torch import Tensor
+from torch.nn.functional import log_softmax, logsigmoid
+
+from tokenpo.losses import PairLogps, trainable_module
+
+Reference = Callable[[PairLogps], Tensor]
+
+
+def tokens(mask: Tensor, i: int) -> Tensor:
+    return mask[i].nonzero().flatten()
+
+
+def sides(batch: PairLogps, i: int) -> list[dict[str, Tensor]]:
+    """Row ``i`` of each side, restricted to its completion tokens."""
+    out = []
+    for policy, ref, weight, mask, logits, ref_logits, hidden in (
+        (
+            batch.policy_chosen,
+            batch.ref_chosen,
+            batch.chosen_weight,
+            batch.chosen_mask,
+            batch.policy_chosen_logits,
+            batch.ref_chosen_logits,
+            batch.chosen_hidden,
+        ),
+        (
+            batch.policy_rejected,
+            batch.ref_rejected,
+            batch.rejected_weight,
+            batch.rejected_mask,
+            batch.policy_rejected_logits,
+            batch.ref_rejected_logits,
+            batch.rejected_hidden,
+        ),
+    ):
+        idx = tokens(mask, i)
+        assert ref is not None
+        assert weight is not None
+        assert logits is not None
+        assert ref_logits is not None
+        assert hidden is not None
+        out.append(
+            {
+                "logp": policy[i, idx],
+                "ref": ref[i, idx],
+                "weight": weight[i, idx],
+                "logits": logits[i, idx],
+                "ref_logits": ref_logits[i, idx],
+                "hidden": hidden[i, idx],
+            }
+        )
+    return out
+
+
+def mean_over_pairs(per_pair: list[Tensor], batch: PairLogps) -> Tensor:
+    weights = [1.0] * len(per_pair) if batch.pair_weight is None else batch.pair_weight.tolist()
+    return sum(w * x for w, x in zip(weights, per_pair, strict=True)) / sum(weights)
+
+
+def tdpo_reference(beta: float, alpha: float, stop_gradient: bool) -> Reference:
+    def loss(batch: PairLogps) -> Tensor:
+        per_pair = []
+        for i in range(batch.batch_size):
+            chosen, rejected = sides(batch, i)
+            kl = []
+            for side in (chosen, rejected):
+                ref_logp = log_softmax(side["ref_logits"], -1)
+                logp = log_softmax(side["logits"], -1)
+                kl.append((ref_logp.exp() * (ref_logp - logp)).sum())
+            kl_chosen = kl[0].detach() if stop_gradient else kl[0]
+            delta = (chosen["logp"] - chosen["ref"]).sum() - (
+                rejected["logp"] - rejected["ref"]
+            ).sum()
+            per_pair.append(-logsigmoid(beta * (delta + alpha * (kl_chosen - kl[1]))))
+        return mean_over_pairs(per_pair, batch)
+
+    return loss
+
+
+def tis_reference(beta: float) -> Reference:
+    def loss(batch: PairLogps) -> Tensor:
+        per_pair = []
+        for i in range(batch.batch_size):
+            chosen, rejected = sides(batch, i)
+            score = [(s["weight"] * (s["logp"] - s["ref"])).sum() for s in (chosen, rejected)]
+            per_pair.append(-logsigmoid(beta * (score[0] - score[1])))
+        return mean_over_pairs(per_pair, batch)
+
+    return loss
+
+
+def confpo_reference(beta: float, gamma: float) -> Reference:
+    def critical_mean(logp: Tensor) -> Tensor:
+        prob = logp.detach().exp()
+        critical = prob < prob.mean()
+        return logp[critical].mean() if critical.any() else logp.sum() * 0.0
+
+    def loss(batch: PairLogps) -> Tensor:
+        per_pair = []
+        for i in range(batch.batch_size):
+            chosen, rejected = sides(batch, i)
+            margin = beta * (critical_mean(chosen["logp"]) - critical_mean(rejected["logp"]))
+            per_pair.append(-logsigmoid(margin - gamma))
+        return mean_over_pairs(per_pair, batch)
+
+    return loss
+
+
+def tabpo_pair(
+    chosen: dict[str, Tensor],
+    rejected: dict[str, Tensor],
+    *,
+    beta: float,
+    tau: float,
+    barrier_weight: float,
+    length_norm: bool,
+    barrier: str,
+) -> Tensor:
+    """The authors' train_dpo.py loss of one pair, written out."""
+    scores = []
+    for side in (chosen, rejected):
+        n = max(len(side["logp"]), 1)
+        w = side["weight"] * n / max(float(side["weight"].sum()), 1e-6)
+        denominator = n if length_norm else 1
+        scores.append(((w * side["logp"]).sum() - (w * side["ref"]).sum()) / denominator)
+        side["normalised_weight"] = w
+    preference = -logsigmoid(beta * (scores[0] - scores[1]))
+    gate = chosen["logp"].detach() < math.log(tau)
+    w = chosen["normalised_weight"][gate]
+    if barrier == "nll":
+        per_token = -chosen["logp"][gate]
+    else:
+        per_token = torch.relu(chosen["ref"][gate] - chosen["logp"][gate])
+    barrier_loss = (w * per_token).sum() / max(float(w.sum()), 1.0)
+    return preference + barrier_weight * barrier_loss
+
+
+def tabpo_reference(**params: object) -> Reference:
+    def loss(batch: PairLogps) -> Tensor:
+        per_pair = [tabpo_pair(*sides(batch, i), **params) for i in range(batch.batch_size)]  # type: ignore[arg-type]
+        return mean_over_pairs(per_pair, batch)
+
+    return loss
+
+
+def bregman(generator: str, chosen: Tensor, rejected: Tensor) -> Tensor:
+    if generator == "logistic":
+        return -logsigmoid(chosen - rejected)
+    chosen, rejected = chosen.clamp(-5, 5), rejected.clamp(-5, 5)
+    if generator == "lsif":
+        return 0.5 * rejected.exp() ** 2 - chosen.exp()
+    return rejected.exp() - chosen
+
+
+def tbpo_a_reference(beta: float, generator: str) -> Reference:
+    def loss(batch: PairLogps) -> Tensor:
+        all_sides = [sides(batch, i) for i in range(batch.batch_size)]
+        values = torch.cat([beta * (s["logp"] - s["ref"]) for pair in all_sides for s in pair])
+        mean = values.detach().mean()
+        std = values.detach().std(unbiased=False)
+        per_pair = []
+        for chosen, rejected in all_sides:
+            z = [
+                ((beta * (s["logp"] - s["ref"]) - mean) / (std + 1e-6)).sum()
+                for s in (chosen, rejected)
+            ]
+            per_pair.append(bregman(generator, z[0], z[1]))
+        return mean_over_pairs(per_pair, batch)
+
+    return loss
+
+
+def tbpo_q_reference(
+    beta: float, generator: str, value_weight: float, head: torch.nn.Linear
+) -> Reference:
+    def loss(batch: PairLogps) -> Tensor:
+        per_pair, squared_errors = [], []
+        for i in range(batch.batch_size):
+            z = []
+            for side in sides(batch, i):
+                baseline = side["hidden"] @ head.weight[0] + head.bias[0]
+                target = (beta * (side["logp"] - side["ref"])).detach()
+                squared_errors.append((baseline - target) ** 2)
+                z.append((beta * (side["logp"] - side["ref"]) - baseline.detach()).sum())
+            per_pair.append(bregman(generator, z[0], z[1]))
+        return mean_over_pairs(per_pair, batch) + value_weight * torch.cat(squared_errors).mean()
+
+    return loss
+
+
+def mixdpo_reference(threshold: float, sft_weight: float, **tabpo_params: object) -> Reference:
+    def loss(batch: PairLogps) -> Tensor:
+        assert batch.difficulty is not None
+        per_pair = []
+        for i in range(batch.batch_size):
+            chosen, rejected = sides(batch, i)
+            if batch.difficulty[i] >= threshold:
+                per_pair.append(-sft_weight * chosen["logp"].mean())
+            else:
+                per_pair.append(tabpo_pair(chosen, rejected, **tabpo_params))  # type: ignore[arg-type]
+        return mean_over_pairs(per_pair, batch)
+
+    return loss
+
+
+TABPO_DEFAULTS = {
+    "beta": 0.5,
+    "tau": 0.66,
+    "barrier_weight": 0.5,
+    "length_norm": True,
+    "barrier": "nll",
+}
+
+CASES: list[tuple[str, dict[str, object], Reference]] = [
+    ("tdpo", {}, tdpo_reference(0.1, 0.5, stop_gradient=True)),
+    ("tdpo", {"variant": "tdpo1", "beta": 0.5}, tdpo_reference(0.5, 1.0, stop_gradient=False)),
+    ("tdpo", {"alpha": 0.2, "beta": 0.3}, tdpo_reference(0.3, 0.2, stop_gradient=True)),
+    ("tis", {"beta": 0.4}, tis_reference(0.4)),
+    ("confpo", {}, confpo_reference(2.0, 1.0)),
+    ("confpo", {"beta": 1.0, "gamma": 0.2}, confpo_reference(1.0, 0.2)),
+    ("tabpo", {}, tabpo_reference(**TABPO_DEFAULTS)),
+    (
+        "tabpo",
+        {"beta": 0.2, "tau": 0.4, "barrier_weight": 1.5, "length_norm": False},
+        tabpo_reference(
+            **{
+                **TABPO_DEFAULTS,
+                "beta": 0.2,
+                "tau": 0.4,
+                "barrier_weight": 1.5,
+                "length_norm": False,
+            }
+        ),
+    ),
+    ("tabpo", {"barrier": "ref"}, tabpo_reference(**{**TABPO_DEFAULTS, "barrier": "ref"})),
+    ("tbpo_a", {}, tbpo_a_reference(0.1, "logistic")),
+    ("tbpo_a", {"generator": "lsif", "beta": 0.5}, tbpo_a_reference(0.5, "lsif")),
+    ("tbpo_a", {"generator": "ukl", "beta": 0.5}, tbpo_a_reference(0.5, "ukl")),
+    (
+        "mixdpo",
+        {"base": "tabpo", "base_params": {}, "threshold": 0.5, "sft_weight": 0.7},
+        mixdpo_reference(0.5, 0.7, **TABPO_DEFAULTS),
+    ),
+]
+
+
+@pytest.mark.parametrize("with_pair_weight", [False, True], ids=["unweighted", "pair_weight"])
+@pytest.mark.parametrize(
+    ("name", "params", "reference"), CASES, ids=lambda x: x if isinstance(x, str) else ""
+)
+def test_matches_reference(
+    name: str, params: dict[str, object], reference: Reference, with_pair_weight: bool
+) -> None:
+    batch = make_batch(pairs=5, tokens=7, seed=11)
+    if with_pair_weight:
+        batch = dataclasses.replace(
+            batch, pair_weight=torch.tensor([0.5, 2.0, 1.0, 0.0, 1.5], dtype=torch.float64)
+        )
+    assert_matches(build_test_loss(name, **params), reference, batch)
+
+
+@pytest.mark.parametrize("generator", ["logistic", "lsif", "ukl"])
+def test_tbpo_q_matches_reference(generator: str) -> None:
+    loss = build_test_loss("tbpo_q", generator=generator, beta=0.5, value_weight=0.3)
+    module = trainable_module(loss)
+    assert module is not None
+    head = module.value_head
+    assert isinstance(head, torch.nn.Linear)
+    batch = make_batch(pairs=5, tokens=7, seed=12)
+    assert_matches(loss, tbpo_q_reference(0.5, generator, 0.3, head), batch)
+    # The head's gradient comes from the regression only.
+    head.zero_grad()
+    loss(batch).loss.backward()
+    expected_weight_grad = head.weight.grad.clone() if head.weight.grad is not None else None
+    head.zero_grad()
+    tbpo_q_reference(0.5, generator, 0.3, head)(batch).backward()
+    assert expected_weight_grad is not None
+    torch.testing.assert_close(expected_weight_grad, head.weight.grad, rtol=0, atol=1e-10)
+
+
+def assert_matches(
+    loss: Callable[[PairLogps], object], reference: Reference, batch: PairLogps
+) -> None:
+    output, grads = run(loss, batch)  # type: ignore[arg-type]
+    expected_batch, leaves = with_leaves(batch)
+    expected = reference(expected_batch)
+    expected_grads = torch.autograd.grad(expected, leaves, allow_unused=True)
+    torch.testing.assert_close(output.loss, expected.detach(), rtol=0, atol=1e-10)
+    for (name, grad), expected_grad in zip(grads.items(), expected_grads, strict=True):
+        want = torch.zeros_like(grad) if expected_grad is None else expected_grad
+        torch.testing.assert_close(grad, want, rtol=0, atol=1e-10, msg=name)

@@ -1,0 +1,234 @@
+"""Gradients: gradcheck for every loss, gates that pass none, where the gradient goes."""
+
+# ruff: noqa: RUF003
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+from losses_testkit import GRAD_FIELDS, all_losses, build_test_loss, make_batch, run
+from torch import Tensor
+
+from tokenpo.losses import TBPOA, TBPOQ, PairLogps, build, trainable_module
+from tokenpo.losses.tbpo import bregman_loss
+
+# Fields that reach the loss only through a stop-gradient, so finite differences of the full
+# function would (rightly) disagree with autograd: they are held fixed in the gradcheck and
+# their zero gradient is tested on its own (tdpo2's D(y_w); tbpo_q's detached baseline and
+# regression target are handled by value_weight=0 and the head test below).
+FROZEN = {"tdpo": ("policy_chosen_logits",)}
+GRADCHECK_PARAMS: dict[str, dict[str, object]] = {"tbpo_q": {"value_weight": 0.0}}
+GRADCHECK_CASES = [(name, {}) for name in all_losses()] + [
+    ("tdpo", {"variant": "tdpo1"}),
+    ("tabpo", {"barrier": "ref", "length_norm": False}),
+    ("tbpo_a", {"generator": "lsif"}),
+    ("tbpo_a", {"generator": "ukl"}),
+    ("tbpo_q", {"generator": "ukl"}),
+    ("mixdpo", {"base": "tbpo_q", "base_params": {"hidden_size": 3, "value_weight": 0.0}}),
+]
+
+
+@pytest.mark.parametrize(("name", "params"), GRADCHECK_CASES)
+def test_gradcheck(name: str, params: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
+    loss = build_test_loss(name, **{**GRADCHECK_PARAMS.get(name, {}), **params})
+    # tdpo differentiates through [B, T, V] logits: a smaller batch keeps it fast.
+    batch = (
+        make_batch(pairs=2, tokens=3, seed=7)
+        if name == "tdpo"
+        else make_batch(pairs=3, tokens=4, seed=7)
+    )
+    if name == "tbpo_a":
+        # TBPO-A's batch statistics are detached: freeze them at the unperturbed point.
+        assert isinstance(loss, TBPOA)
+        frozen = loss.token_mean_std(*loss.sides_and_stats(batch))
+        monkeypatch.setattr(TBPOA, "token_mean_std", lambda *_: frozen)
+    # Only tdpo reads the logits; for the others their (zero) gradient is not worth the time.
+    fields = [f for f in GRAD_FIELDS if "logits" not in f or name == "tdpo"]
+    fields = [f for f in fields if f not in FROZEN.get(name, ()) or params]
+
+    def loss_of(*leaves: Tensor) -> Tensor:
+        return loss(dataclasses.replace(batch, **dict(zip(fields, leaves, strict=True)))).loss
+
+    leaves = tuple(getattr(batch, field).clone().requires_grad_() for field in fields)
+    assert torch.autograd.gradcheck(loss_of, leaves, eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("generator", ["logistic", "lsif", "ukl"])
+def test_gradcheck_tbpo_q_value_head(generator: str) -> None:
+    loss = build_test_loss("tbpo_q", generator=generator, value_weight=0.3)
+    module = trainable_module(loss)
+    assert isinstance(module, TBPOQ)
+    batch = make_batch(pairs=3, tokens=4, seed=8)
+    regression = _Regression(module)
+    names = [name for name, _ in regression.named_parameters()]
+
+    def regression_of(*parameters: Tensor) -> Tensor:
+        state = dict(zip(names, parameters, strict=True))
+        return torch.func.functional_call(regression, state, (batch,))  # type: ignore[no-any-return]
+
+    parameters = tuple(p.detach().clone().requires_grad_() for p in module.parameters())
+    assert torch.autograd.gradcheck(regression_of, parameters, eps=1e-6, atol=1e-7)
+    # The head is trained by the regression alone: the preference passes it no gradient.
+    total = torch.autograd.grad(module(batch).loss, list(module.parameters()))
+    alone = torch.autograd.grad(regression(batch), list(module.parameters()))
+    for got, want in zip(total, alone, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+class _Regression(torch.nn.Module):
+    """tbpo_q's value-regression term alone, as a module (for ``functional_call``)."""
+
+    def __init__(self, loss: TBPOQ) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, batch: PairLogps) -> Tensor:
+        term = self.loss.terms(batch).batch_term
+        assert term is not None
+        return term
+
+
+def barrier_gradient(batch: PairLogps, **params: object) -> Tensor:
+    """Gradient of the barrier term alone w.r.t. the chosen log-probs (λ=1 minus λ=0)."""
+    _, with_barrier = run(build("tabpo", barrier_weight=1.0, **params), batch)
+    _, without = run(build("tabpo", barrier_weight=0.0, **params), batch)
+    return with_barrier["policy_chosen"] - without["policy_chosen"]
+
+
+def test_tabpo_gate_passes_no_gradient_and_tokens_above_tau_get_no_barrier_gradient() -> None:
+    tau = 0.5
+    batch = make_batch(pairs=4, tokens=6, seed=9)
+    chosen = batch.policy_chosen.clone()
+    chosen[0, 0] = math.log(0.9)  # above τ: no barrier
+    chosen[0, 1] = math.log(0.2)  # below τ: barrier
+    batch = dataclasses.replace(batch, policy_chosen=chosen)
+    grad = barrier_gradient(batch, tau=tau)
+    # Expected if the gate is a constant: d/dℓ_t of Σ g w̃ (−ℓ) / max(1, Σ g w̃), mean over pairs.
+    assert batch.chosen_weight is not None
+    mask = batch.chosen_mask.double()
+    weight = batch.chosen_weight * mask
+    normalised = weight * mask.sum(-1, keepdim=True) / weight.sum(-1, keepdim=True)
+    gate = mask * (chosen < math.log(tau))
+    denominator = (gate * normalised).sum(-1, keepdim=True).clamp(min=1.0)
+    expected = -gate * normalised / denominator / batch.batch_size
+    torch.testing.assert_close(grad, expected, rtol=0, atol=1e-12)
+    assert grad[0, 0] == 0.0
+    assert grad[0, 1] < 0.0
+
+
+def test_confpo_critical_mask_passes_no_gradient() -> None:
+    batch = make_batch(pairs=4, tokens=6, seed=10)
+    _, grads = run(build("confpo"), batch)
+    for policy, mask, grad in (
+        (batch.policy_chosen, batch.chosen_mask, grads["policy_chosen"]),
+        (batch.policy_rejected, batch.rejected_mask, grads["policy_rejected"]),
+    ):
+        prob = policy.exp() * mask
+        critical = mask & (policy.exp() < (prob.sum(-1) / mask.sum(-1)).unsqueeze(-1))
+        # Only critical tokens get gradient, and all critical tokens of a row the same
+        # (∂S/∂ℓ_t = 1/n): the selection itself contributes nothing.
+        assert torch.all(grad[~critical] == 0)
+        for row in range(batch.batch_size):
+            values = grad[row][critical[row]]
+            assert values.numel() > 0
+            torch.testing.assert_close(values, values[:1].expand_as(values), rtol=0, atol=1e-15)
+
+
+def test_tdpo2_stops_the_gradient_through_the_chosen_kl() -> None:
+    batch = make_batch(pairs=3, tokens=4, seed=11)
+    _, tdpo2 = run(build("tdpo"), batch)
+    _, tdpo1 = run(build("tdpo", variant="tdpo1"), batch)
+    assert torch.all(tdpo2["policy_chosen_logits"] == 0)
+    assert torch.any(tdpo2["policy_rejected_logits"] != 0)
+    assert torch.any(tdpo1["policy_chosen_logits"] != 0)
+
+
+def diff_share(batch: PairLogps, grads: dict[str, Tensor]) -> float:
+    assert batch.chosen_diff is not None
+    assert batch.rejected_diff is not None
+    diff = (
+        abs(grads["policy_chosen"][batch.chosen_diff]).sum()
+        + abs(grads["policy_rejected"][batch.rejected_diff]).sum()
+    )
+    total = abs(grads["policy_chosen"]).sum() + abs(grads["policy_rejected"]).sum()
+    return float(diff / total)
+
+
+@pytest.mark.parametrize("barrier_weight", [0.0, 0.5])
+def test_tabpo_raising_diff_token_weights_raises_their_gradient_share(
+    barrier_weight: float,
+) -> None:
+    batch = make_batch(pairs=6, tokens=8, seed=12)
+    assert batch.chosen_diff is not None
+    assert batch.rejected_diff is not None
+    loss = build("tabpo", barrier_weight=barrier_weight)
+    shares = []
+    for diff_weight in (1.0, 1.2, 2.0):
+        weighted = dataclasses.replace(
+            batch,
+            chosen_weight=torch.where(batch.chosen_diff, diff_weight, 1.0).double(),
+            rejected_weight=torch.where(batch.rejected_diff, diff_weight, 1.0).double(),
+        )
+        _, grads = run(loss, weighted)
+        shares.append(diff_share(weighted, grads))
+    assert shares[0] < shares[1] < shares[2]
+
+
+@pytest.mark.parametrize("generator", ["logistic", "lsif", "ukl"])
+def test_tbpo_generator_raises_z_chosen_and_lowers_z_rejected(generator: str) -> None:
+    points = torch.tensor([-4.0, -1.0, 0.0, 0.5, 3.0], dtype=torch.float64)
+    chosen, rejected = torch.meshgrid(points, points, indexing="ij")
+    chosen, rejected = chosen.flatten().requires_grad_(), rejected.flatten().requires_grad_()
+    loss = bregman_loss(generator, chosen, rejected, ratio_clamp=5.0)
+    grad_chosen, grad_rejected = torch.autograd.grad(loss.sum(), [chosen, rejected])
+    # Gradient descent moves Z_w up and Z_l down.
+    assert torch.all(grad_chosen < 0)
+    assert torch.all(grad_rejected > 0)
+    step = 1e-6
+    for index in range(chosen.numel()):
+        for grad, shift in ((grad_chosen, (step, 0.0)), (grad_rejected, (0.0, step))):
+
+            def at(sign: float, index: int = index, shift: tuple[float, float] = shift) -> float:
+                c = chosen.detach().clone()
+                r = rejected.detach().clone()
+                c[index] += sign * shift[0]
+                r[index] += sign * shift[1]
+                return float(bregman_loss(generator, c, r, ratio_clamp=5.0)[index])
+
+            finite_difference = (at(1.0) - at(-1.0)) / (2 * step)
+            assert finite_difference == pytest.approx(float(grad[index]), rel=1e-6, abs=1e-8)
+
+
+@pytest.mark.parametrize("name", ["tbpo_q", "tbpo_a"])
+@pytest.mark.parametrize("generator", ["logistic", "lsif", "ukl"])
+def test_tbpo_step_on_the_policy_raises_z_chosen_and_lowers_z_rejected(
+    name: str, generator: str
+) -> None:
+    params: dict[str, object] = {"generator": generator, "beta": 0.5}
+    if name == "tbpo_q":
+        params["value_weight"] = 0.0
+    loss = build_test_loss(name, **params)
+    batch = make_batch(pairs=4, tokens=5, seed=13)
+    before, grads = run(loss, batch)
+    stepped = dataclasses.replace(
+        batch,
+        policy_chosen=batch.policy_chosen - 1e-3 * grads["policy_chosen"],
+        policy_rejected=batch.policy_rejected - 1e-3 * grads["policy_rejected"],
+    )
+    after = loss(stepped)
+    assert after.metrics["rewards/chosen"] > before.metrics["rewards/chosen"]
+    assert after.metrics["rewards/rejected"] < before.metrics["rewards/rejected"]
+
+
+def test_mixdpo_routed_pairs_get_no_preference_gradient() -> None:
+    batch = make_batch(pairs=6, tokens=5, seed=14)
+    assert batch.difficulty is not None
+    _, grads = run(build("mixdpo", base="dpo", threshold=0.5), batch)
+    routed = batch.difficulty >= 0.5
+    assert routed.any()
+    assert (~routed).any()
+    assert torch.all(grads["policy_rejected"][routed] == 0)
+    assert torch.all(grads["policy_rejected"][~routed].abs().sum(-1) > 0)

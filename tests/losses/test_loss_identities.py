@@ -1,0 +1,104 @@
+"""Identities between losses: special cases that must reduce exactly to another loss."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from losses_testkit import all_losses, build_test_loss, make_batch, run
+from torch.nn.functional import logsigmoid
+
+from tokenpo.losses import PairLogps, build
+
+EXACT = {"rtol": 0.0, "atol": 1e-12}
+
+
+def unit_weights(batch: PairLogps) -> PairLogps:
+    return dataclasses.replace(
+        batch,
+        chosen_weight=torch.ones_like(batch.policy_chosen),
+        rejected_weight=torch.ones_like(batch.policy_rejected),
+    )
+
+
+def no_weights(batch: PairLogps) -> PairLogps:
+    return dataclasses.replace(batch, chosen_weight=None, rejected_weight=None)
+
+
+@pytest.mark.parametrize("weights", [unit_weights, no_weights], ids=["unit", "none"])
+@pytest.mark.parametrize("beta", [0.1, 0.5, 2.0])
+def test_tabpo_without_weights_barrier_or_length_norm_is_dpo(weights, beta: float) -> None:  # type: ignore[no-untyped-def]
+    batch = weights(make_batch(pairs=5, tokens=7, seed=2))
+    tabpo = build("tabpo", beta=beta, barrier_weight=0.0, length_norm=False)
+    output, grads = run(tabpo, batch)
+    expected, expected_grads = run(build("dpo", beta=beta), batch)
+    torch.testing.assert_close(output.loss, expected.loss, **EXACT)
+    for name in grads:
+        torch.testing.assert_close(grads[name], expected_grads[name], **EXACT)
+    torch.testing.assert_close(
+        output.metrics["rewards/margins"], expected.metrics["rewards/margins"], **EXACT
+    )
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.5])
+def test_tabpo_length_norm_is_dpo_on_mean_token_logps(beta: float) -> None:
+    batch = unit_weights(make_batch(pairs=5, tokens=7, seed=3))
+    output, _ = run(build("tabpo", beta=beta, barrier_weight=0.0, length_norm=True), batch)
+    assert batch.ref_chosen is not None
+    assert batch.ref_rejected is not None
+
+    def mean_ratio(policy: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return ((policy - ref) * mask).sum(-1) / mask.sum(-1)
+
+    margin = mean_ratio(batch.policy_chosen, batch.ref_chosen, batch.chosen_mask) - mean_ratio(
+        batch.policy_rejected, batch.ref_rejected, batch.rejected_mask
+    )
+    torch.testing.assert_close(output.loss, -logsigmoid(beta * margin).mean(), **EXACT)
+
+
+@pytest.mark.parametrize("beta", [0.1, 1.0])
+def test_tbpo_logistic_with_zero_baseline_is_dpo(beta: float) -> None:
+    batch = make_batch(pairs=5, tokens=7, seed=4)
+    # A freshly built tbpo_q has a zero value head: b ≡ 0.
+    tbpo = build("tbpo_q", hidden_size=3, beta=beta, value_weight=0.0).double()
+    output, grads = run(tbpo, batch)
+    expected, expected_grads = run(build("dpo", beta=beta), batch)
+    torch.testing.assert_close(output.loss, expected.loss, **EXACT)
+    for name in grads:
+        torch.testing.assert_close(grads[name], expected_grads[name], **EXACT)
+    # With the regression on, the loss is dpo plus the weighted regression, nothing else.
+    with_regression = build("tbpo_q", hidden_size=3, beta=beta).double()(batch)
+    torch.testing.assert_close(
+        with_regression.loss,
+        expected.loss + 0.1 * with_regression.metrics["tbpo/value_mse"],
+        **EXACT,
+    )
+
+
+@pytest.mark.parametrize("base", [name for name in all_losses() if name != "mixdpo"])
+def test_mixdpo_routing_nothing_is_its_base(base: str) -> None:
+    batch = make_batch(pairs=5, tokens=7, seed=5)
+    mixdpo = build_test_loss("mixdpo", base=base, base_params=_base_params(base), threshold=1.0)
+    assert isinstance(mixdpo.base, object)
+    output, grads = run(mixdpo, batch)
+    expected, expected_grads = run(mixdpo.base, batch)  # type: ignore[attr-defined]
+    torch.testing.assert_close(output.loss, expected.loss, **EXACT)
+    for name in grads:
+        torch.testing.assert_close(grads[name], expected_grads[name], **EXACT)
+    for key, value in expected.metrics.items():
+        torch.testing.assert_close(output.metrics[key], value, **EXACT)
+    assert output.metrics["mixdpo/routed_share"].item() == 0.0
+
+
+def test_mixdpo_routing_everything_is_sft() -> None:
+    batch = make_batch(pairs=5, tokens=7, seed=6)
+    output, grads = run(build("mixdpo", base="tabpo", threshold=0.0, sft_weight=0.7), batch)
+    token_mean = (batch.policy_chosen * batch.chosen_mask).sum(-1) / batch.chosen_mask.sum(-1)
+    torch.testing.assert_close(output.loss, -0.7 * token_mean.mean(), **EXACT)
+    assert torch.all(grads["policy_rejected"] == 0)
+    assert output.metrics["mixdpo/routed_share"].item() == 1.0
+
+
+def _base_params(base: str) -> dict[str, object]:
+    return {"hidden_size": 3} if base == "tbpo_q" else {}

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -13,15 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from tokenizers import Tokenizer
 
-
-def tokenpo(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tokenpo_cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
-        check=False,
-    )
+from cli_runner import run_tokenpo
 
 
 def figures(stdout: str) -> dict[str, str]:
@@ -35,7 +25,7 @@ def figures(stdout: str) -> dict[str, str]:
 
 
 def test_the_example_shows_one_confused_subcode():
-    result = tokenpo("diff", "--example")
+    result = run_tokenpo("diff", "--example")
     assert result.returncode == 0, result.stderr
     assert "worsening_symptom" in result.stdout
     table = figures(result.stdout)
@@ -45,7 +35,9 @@ def test_the_example_shows_one_confused_subcode():
 
 
 def test_two_strings_with_a_tokenizer(tokenizer_json: Path):
-    result = tokenpo("diff", '{"code": "medication"}', '{"code": "symptom"}', "-t", tokenizer_json)
+    result = run_tokenpo(
+        "diff", '{"code": "medication"}', '{"code": "symptom"}', "-t", tokenizer_json
+    )
     assert result.returncode == 0, result.stderr
     assert figures(result.stdout)["edit distance"] == "2"
 
@@ -54,7 +46,7 @@ def test_a_parquet_row_of_text(tokenizer_json: Path, tmp_path: Path):
     path = tmp_path / "pairs.parquet"
     pairs = {"chosen": ["my lisinopril", "a cough"], "rejected": ["my metformin", "a cough today"]}
     pq.write_table(pa.table(pairs), path)
-    result = tokenpo("diff", "--data", path, "--row", "1", "--tokenizer", tokenizer_json)
+    result = run_tokenpo("diff", "--data", path, "--row", "1", "--tokenizer", tokenizer_json)
     assert result.returncode == 0, result.stderr
     assert "today" in result.stdout
     tokenizer = Tokenizer.from_file(str(tokenizer_json))
@@ -66,7 +58,7 @@ def test_token_ids_need_no_tokenizer(tmp_path: Path):
     path = tmp_path / "shard.arrow"
     table = pa.table({"chosen_ids": [[10, 11, 12]], "rejected_ids": [[10, 13, 12]]})
     feather.write_feather(table, path)
-    result = tokenpo("diff", "--data", path)
+    result = run_tokenpo("diff", "--data", path)
     assert result.returncode == 0, result.stderr
     assert figures(result.stdout)["LCS length"] == "2"
 
@@ -74,7 +66,7 @@ def test_token_ids_need_no_tokenizer(tmp_path: Path):
 def test_jsonl_input(tokenizer_json: Path, tmp_path: Path):
     path = tmp_path / "pairs.jsonl"
     path.write_text(json.dumps({"prompt": "p", "chosen": "a rash", "rejected": "a cough"}) + "\n")
-    result = tokenpo("diff", "--data", path, "--tokenizer", tokenizer_json)
+    result = run_tokenpo("diff", "--data", path, "--tokenizer", tokenizer_json)
     assert result.returncode == 0, result.stderr
 
 
@@ -91,7 +83,7 @@ def test_bad_files_give_one_clear_line(
 ):
     path = tmp_path / "pairs.parquet"
     pq.write_table(pa.table(table), path)
-    result = tokenpo("diff", "--data", path, "--row", str(row), "-t", tokenizer_json)
+    result = run_tokenpo("diff", "--data", path, "--row", str(row), "-t", tokenizer_json)
     assert result.returncode == 1
     assert f"error: {path}" in result.stderr
     assert message in result.stderr
@@ -99,7 +91,7 @@ def test_bad_files_give_one_clear_line(
 
 
 def test_debug_shows_the_traceback(tmp_path: Path):
-    result = tokenpo("--debug", "diff", "--data", tmp_path / "missing.parquet")
+    result = run_tokenpo("--debug", "diff", "--data", tmp_path / "missing.parquet")
     assert result.returncode == 1
     assert "Traceback" in result.stderr
     assert "no such file" in result.stderr
@@ -108,12 +100,12 @@ def test_debug_shows_the_traceback(tmp_path: Path):
 def test_a_broken_tokenizer_file(tmp_path: Path):
     path = tmp_path / "tokenizer.json"
     path.write_text("{not json")
-    result = tokenpo("diff", "a", "b", "--tokenizer", path)
+    result = run_tokenpo("diff", "a", "b", "--tokenizer", path)
     assert result.returncode == 1
     assert f"{path}: not a valid tokenizer.json" in result.stderr
 
 
 def test_text_without_a_tokenizer_is_a_usage_error():
-    result = tokenpo("diff", "a", "b")
+    result = run_tokenpo("diff", "a", "b")
     assert result.returncode == 2
     assert "text completions need --tokenizer" in result.stderr

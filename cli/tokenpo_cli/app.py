@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import typer
 
 from tokenpo.exceptions import TokenpoError
-from tokenpo_cli import diff
+from tokenpo_cli import diff, prep, stats
 from tokenpo_cli.console import err
 
 app = typer.Typer(
@@ -17,7 +17,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
 )
+app.command(name="prep")(prep.prep_command)
 app.command(name="diff")(diff.diff_command)
+app.command(name="stats")(stats.stats_command)
 
 
 @dataclass(slots=True)

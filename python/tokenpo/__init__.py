@@ -3,22 +3,33 @@
 from tokenpo._native import __version__
 from tokenpo.diff import DEFAULT_MAX_EDIT_DISTANCE, TokenDiff, diff_batch, diff_tokens
 from tokenpo.exceptions import (
+    ConfigError,
     InputError,
     InvalidRowError,
     LengthMismatchError,
     SchemaError,
+    TokenizerError,
     TokenpoError,
 )
+from tokenpo.prep import Manifest, PrepOptions, prep
+from tokenpo.stats import PairStats, compute_stats
 
 __all__ = [
     "DEFAULT_MAX_EDIT_DISTANCE",
+    "ConfigError",
     "InputError",
     "InvalidRowError",
     "LengthMismatchError",
+    "Manifest",
+    "PairStats",
+    "PrepOptions",
     "SchemaError",
     "TokenDiff",
+    "TokenizerError",
     "TokenpoError",
     "__version__",
+    "compute_stats",
     "diff_batch",
     "diff_tokens",
+    "prep",
 ]

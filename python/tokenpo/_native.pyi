@@ -1,6 +1,6 @@
 """Type stubs of the native extension ``tokenpo._native`` (built from crates/tokenpo-py)."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pyarrow as pa
 
@@ -38,3 +38,11 @@ def diff_batch(
     *,
     max_edit_distance: int = ...,
 ) -> pa.RecordBatch: ...
+def prep(
+    inputs: list[str],
+    tokenizer: str,
+    out: str,
+    config_json: str,
+    progress: Callable[[str, int, int, int], None] | None = None,
+) -> str: ...
+def importance_preset(name: str) -> str: ...

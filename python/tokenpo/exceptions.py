@@ -7,16 +7,22 @@ The native extension raises these same classes (it looks them up here), so
 from __future__ import annotations
 
 __all__ = [
+    "ConfigError",
     "InputError",
     "InvalidRowError",
     "LengthMismatchError",
     "SchemaError",
+    "TokenizerError",
     "TokenpoError",
 ]
 
 
 class TokenpoError(Exception):
     """Base class of every error tokenpo raises on purpose."""
+
+
+class ConfigError(TokenpoError, ValueError):
+    """An option is out of range or inconsistent with another; the message names it."""
 
 
 class InputError(TokenpoError, ValueError):
@@ -49,3 +55,7 @@ class SchemaError(InputError):
 
 class LengthMismatchError(InputError):
     """Two columns that must be row-aligned have different lengths."""
+
+
+class TokenizerError(InputError):
+    """The tokenizer.json or model directory cannot be loaded or used."""

@@ -20,6 +20,14 @@ pub struct Location {
     pub field: Option<String>,
 }
 
+impl Error {
+    /// A file-level error from an I/O error.
+    #[must_use]
+    pub fn io(file: &std::path::Path, error: &std::io::Error) -> Self {
+        Self::File { file: file.to_owned(), reason: error.to_string() }
+    }
+}
+
 impl Location {
     /// A location naming a field and a row of in-memory data.
     #[must_use]
@@ -82,6 +90,31 @@ pub enum Error {
         right_field: String,
         /// Its row count.
         right_rows: usize,
+    },
+    /// A whole input or output file cannot be used: missing, unreadable, in an unknown
+    /// format, or without the required columns. Stops the run.
+    #[error("{}: {reason}", file.display())]
+    File {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong, in words (for missing columns: which, and the columns found).
+        reason: String,
+    },
+    /// The tokenizer (or its config) cannot be loaded or used.
+    #[error("{}: {reason}", file.display())]
+    Tokenizer {
+        /// The tokenizer.json or model directory.
+        file: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A configuration value is out of range or inconsistent.
+    #[error("{field}: {reason}")]
+    Config {
+        /// The option at fault.
+        field: String,
+        /// What is wrong and what is allowed.
+        reason: String,
     },
     /// An Arrow kernel failed.
     #[error("{location}: {source}")]

@@ -49,12 +49,27 @@ pub fn token_value_type(chunks: &[ArrayRef], field: &str) -> Result<Option<DataT
     }
 }
 
-/// One slice of token ids per row, across all chunks, in row order.
+/// One slice of token ids per row, across all chunks, in row order. Nulls and negative
+/// ids are errors naming the row.
 pub fn token_rows<'a, T>(chunks: &'a [ArrayRef], field: &str) -> Result<Vec<&'a [T::Native]>>
 where
     T: ArrowPrimitiveType,
     T::Native: TokenId,
 {
+    let rows = list_rows::<T>(chunks, field)?;
+    if let Some((row, position, value)) = first_negative(&rows) {
+        let reason = format!("token id {value} at position {position} is negative");
+        return Err(Error::InvalidRow { location: Location::row(field, row), reason });
+    }
+    Ok(rows)
+}
+
+/// One slice of values per row of a list column, across all chunks, in row order.
+/// A null row or a null value is an error naming the row.
+pub fn list_rows<'a, T: ArrowPrimitiveType>(
+    chunks: &'a [ArrayRef],
+    field: &str,
+) -> Result<Vec<&'a [T::Native]>> {
     let mut rows = Vec::with_capacity(chunks.iter().map(Array::len).sum());
     for chunk in chunks {
         let first_row = rows.len();
@@ -65,10 +80,6 @@ where
             }
             other => Err(schema_error(field, other)),
         }?;
-    }
-    if let Some((row, position, value)) = first_negative(&rows) {
-        let reason = format!("token id {value} at position {position} is negative");
-        return Err(Error::InvalidRow { location: Location::row(field, row), reason });
     }
     Ok(rows)
 }
@@ -82,7 +93,6 @@ fn push_rows<'a, O, T>(
 where
     O: OffsetSizeTrait,
     T: ArrowPrimitiveType,
-    T::Native: TokenId,
 {
     if let Some(row) = (0..list.len()).find(|&row| list.is_null(row)) {
         let reason = "is null".to_owned();

@@ -28,21 +28,36 @@ impl From<NativeError> for PyErr {
 }
 
 fn to_python(py: Python<'_>, error: &Error) -> PyResult<PyErr> {
-    let (class_name, location) = match error {
-        Error::InvalidRow { location, .. } => ("InvalidRowError", Some(location)),
-        Error::Schema { location, .. } => ("SchemaError", Some(location)),
-        Error::LengthMismatch { .. } => ("LengthMismatchError", None),
-        Error::Arrow { location, .. } => ("TokenpoError", Some(location)),
+    let kwargs = PyDict::new(py);
+    let class_name = match error {
+        Error::InvalidRow { location, .. } => {
+            set_location(&kwargs, location)?;
+            "InvalidRowError"
+        }
+        Error::Schema { location, .. } => {
+            set_location(&kwargs, location)?;
+            "SchemaError"
+        }
+        Error::LengthMismatch { .. } => "LengthMismatchError",
+        Error::File { file, .. } => {
+            kwargs.set_item("file", file.display().to_string())?;
+            "InputError"
+        }
+        Error::Tokenizer { file, .. } => {
+            kwargs.set_item("file", file.display().to_string())?;
+            "TokenizerError"
+        }
+        Error::Config { .. } => "ConfigError",
+        Error::Arrow { .. } => "TokenpoError",
     };
     let class = py.import("tokenpo.exceptions")?.getattr(class_name)?;
-    let kwargs = PyDict::new(py);
-    if let Some(Location { file, row, field }) = location {
-        if class_name != "TokenpoError" {
-            kwargs.set_item("file", file.as_ref().map(|path| path.display().to_string()))?;
-            kwargs.set_item("row", *row)?;
-            kwargs.set_item("field", field.as_deref())?;
-        }
-    }
     let exception = class.call((error.to_string(),), Some(&kwargs))?;
     Ok(PyErr::from_value(exception))
+}
+
+fn set_location(kwargs: &Bound<'_, PyDict>, location: &Location) -> PyResult<()> {
+    let Location { file, row, field } = location;
+    kwargs.set_item("file", file.as_ref().map(|path| path.display().to_string()))?;
+    kwargs.set_item("row", *row)?;
+    kwargs.set_item("field", field.as_deref())
 }

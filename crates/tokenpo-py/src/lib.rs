@@ -3,6 +3,7 @@
 
 mod diff;
 mod error;
+mod prep;
 
 use pyo3::prelude::*;
 
@@ -14,5 +15,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<diff::TokenDiff>()?;
     module.add_function(wrap_pyfunction!(diff::diff_tokens, module)?)?;
     module.add_function(wrap_pyfunction!(diff::diff_batch, module)?)?;
+    module.add_function(wrap_pyfunction!(prep::prep, module)?)?;
+    module.add_function(wrap_pyfunction!(prep::importance_preset, module)?)?;
     Ok(())
 }

@@ -1,0 +1,203 @@
+//! Reading raw preference pairs from parquet, Arrow IPC and JSONL files, streaming.
+//!
+//! The columns are TRL's: `prompt` (optional), `chosen` and `rejected`, each plain text
+//! (the standard format) or a list of `{role, content}` messages (the conversational
+//! format), and optionally `score_chosen`, `score_rejected` and `id`; a [`ColumnMap`]
+//! renames them. Other columns are ignored.
+//!
+//! A file that cannot be used at all (unreadable, in another format, without `chosen` or
+//! `rejected`, with a column of a type that cannot hold its values) is an
+//! [`Error::File`] before any row is read. A row that cannot be used is quarantined with
+//! a short reason and the run goes on; the reasons are:
+//!
+//! - `<field> is missing` (JSONL: no such key), `<field> is null`, `<field> is empty`
+//!   (an empty string or an empty list of messages), for `chosen` and `rejected`;
+//! - `<field> is a number, expected a string or a list of messages` (JSONL; also
+//!   `a boolean`, `an object`), `<score> is a string, expected a number`,
+//!   `id is a number, expected a string or an integer` (a non-integer number);
+//! - `<field> has a message without a string role and content`;
+//! - `<field> is not valid UTF-8` (binary Arrow columns), `<score> is not finite`;
+//! - `chosen and rejected mix text and messages`, `prompt and completions mix text and
+//!   messages`;
+//! - JSONL only, with no field: `line is not valid UTF-8`, `line is not valid JSON`,
+//!   `line is not a JSON object`.
+//!
+//! A null or missing `prompt` means the row has none; nulls in the optional columns are
+//! `None`.
+
+mod arrow_columns;
+mod arrow_files;
+mod columns;
+mod glob;
+mod jsonl;
+mod row;
+
+use std::path::{Path, PathBuf};
+
+pub use columns::ColumnMap;
+pub use glob::expand_inputs;
+
+use self::arrow_files::ArrowRows;
+use self::jsonl::JsonlRows;
+use crate::error::{Error, Result};
+use crate::io::shard::digest_file;
+use crate::pair::RowOutcome;
+
+/// The format of an input file, known from its extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InputFormat {
+    /// Apache Parquet (`.parquet`, `.pq`).
+    Parquet,
+    /// Arrow IPC, file or stream format (`.arrow`, `.feather`, `.ipc`, `.arrows`).
+    Ipc,
+    /// JSON Lines, one object per line (`.jsonl`, `.json`, `.ndjson`).
+    Jsonl,
+}
+
+impl InputFormat {
+    /// Each accepted extension (lowercase, without the dot) and its format.
+    const EXTENSIONS: [(&'static str, Self); 9] = [
+        ("parquet", Self::Parquet),
+        ("pq", Self::Parquet),
+        ("arrow", Self::Ipc),
+        ("feather", Self::Ipc),
+        ("ipc", Self::Ipc),
+        ("arrows", Self::Ipc),
+        ("jsonl", Self::Jsonl),
+        ("json", Self::Jsonl),
+        ("ndjson", Self::Jsonl),
+    ];
+
+    /// The format of `path`, from its extension (in any case). An unknown extension is an
+    /// [`Error::File`] that lists the accepted ones.
+    pub fn of(path: &Path) -> Result<Self> {
+        let extension = path.extension().and_then(|extension| extension.to_str()).unwrap_or("");
+        Self::EXTENSIONS
+            .iter()
+            .find(|(known, _)| known.eq_ignore_ascii_case(extension))
+            .map(|(_, format)| *format)
+            .ok_or_else(|| {
+                let accepted: Vec<String> =
+                    Self::EXTENSIONS.iter().map(|(known, _)| format!(".{known}")).collect();
+                let found = if extension.is_empty() {
+                    "no extension".to_owned()
+                } else {
+                    format!("unknown extension '.{extension}'")
+                };
+                file_error(path, format!("{found}; accepted: {}", accepted.join(", ")))
+            })
+    }
+}
+
+/// An input file as the manifest records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputFile {
+    /// The path as given (after glob expansion).
+    pub path: PathBuf,
+    /// Its format.
+    pub format: InputFormat,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// SHA-256 of its contents, lowercase hex.
+    pub sha256: String,
+}
+
+/// The format, size and SHA-256 of `path` (read in 1 MiB blocks).
+pub fn describe_input(path: &Path) -> Result<InputFile> {
+    let format = InputFormat::of(path)?;
+    let digest = digest_file(path)?;
+    Ok(InputFile { path: path.to_owned(), format, bytes: digest.bytes, sha256: digest.sha256 })
+}
+
+/// Opens `path` (input number `file_index`) and checks its columns, then reads its pairs
+/// in batches of at most `batch_rows` rows, in file order.
+///
+/// Each row is a [`RowOutcome`] whose source is `(file_index, row)`, the row counted from
+/// 0 across the whole file (JSONL: the physical line, from 0, blank lines skipped but
+/// counted). Memory holds one batch: parquet is read `batch_rows` rows at a time and
+/// only the pair columns, Arrow IPC one record batch at a time, JSONL line by line.
+///
+/// The iterator yields an error, and then ends, when the file cannot be read further.
+pub fn read_pairs(
+    path: &Path,
+    file_index: u32,
+    columns: &ColumnMap,
+    batch_rows: usize,
+) -> Result<PairBatches> {
+    if batch_rows == 0 {
+        return Err(Error::Config {
+            field: "batch_rows".into(),
+            reason: "must be at least 1".into(),
+        });
+    }
+    let rows = match InputFormat::of(path)? {
+        InputFormat::Parquet => {
+            Rows::Arrow(ArrowRows::parquet(path, file_index, columns, batch_rows)?)
+        }
+        InputFormat::Ipc => Rows::Arrow(ArrowRows::ipc(path, file_index, columns)?),
+        InputFormat::Jsonl => Rows::Jsonl(JsonlRows::open(path, file_index, columns)?),
+    };
+    Ok(PairBatches { rows, batch_rows, pending_error: None, finished: false })
+}
+
+/// The batches of rows of one input file; see [`read_pairs`].
+pub struct PairBatches {
+    rows: Rows,
+    batch_rows: usize,
+    /// An error met while filling the last batch, yielded after it.
+    pending_error: Option<Error>,
+    finished: bool,
+}
+
+enum Rows {
+    Arrow(ArrowRows),
+    Jsonl(JsonlRows),
+}
+
+impl Rows {
+    fn next_row(&mut self) -> Option<Result<RowOutcome>> {
+        match self {
+            Self::Arrow(rows) => rows.next_row(),
+            Self::Jsonl(rows) => rows.next_row(),
+        }
+    }
+}
+
+impl Iterator for PairBatches {
+    type Item = Result<Vec<RowOutcome>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(error) = self.pending_error.take() {
+            return Some(Err(error));
+        }
+        let mut batch = Vec::new();
+        while !self.finished && batch.len() < self.batch_rows {
+            match self.rows.next_row() {
+                Some(Ok(row)) => batch.push(row),
+                Some(Err(error)) => {
+                    self.finished = true;
+                    if batch.is_empty() {
+                        return Some(Err(error));
+                    }
+                    self.pending_error = Some(error);
+                }
+                None => self.finished = true,
+            }
+        }
+        (!batch.is_empty()).then_some(Ok(batch))
+    }
+}
+
+/// A file-level error.
+fn file_error(path: &Path, reason: String) -> Error {
+    Error::File { file: path.to_owned(), reason }
+}
+
+#[cfg(test)]
+mod test_support;
+#[cfg(test)]
+mod tests_arrow;
+#[cfg(test)]
+mod tests_files;
+#[cfg(test)]
+mod tests_jsonl;

@@ -1,0 +1,220 @@
+//! Prepared shards: the Arrow columns of prepared pairs, written as parquet or Arrow IPC
+//! under a temporary name and renamed when complete.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::builder::{ListBuilder, PrimitiveBuilder};
+use arrow_array::types::{ArrowPrimitiveType, UInt8Type, UInt32Type};
+use arrow_array::{
+    ArrayRef, BooleanArray, Float32Array, Float64Array, RecordBatch, StringArray, UInt8Array,
+    UInt32Array, UInt64Array,
+};
+use arrow_ipc::reader::FileReader;
+use arrow_ipc::writer::FileWriter;
+use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
+use arrow_select::concat::concat_batches;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::io::checksum::to_hex;
+use crate::prepare::PreparedPair;
+
+/// The file format of prepared shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ShardFormat {
+    /// Parquet, zstd-compressed: small on disk.
+    #[default]
+    Parquet,
+    /// Arrow IPC file, uncompressed: memory-mappable by the trainer.
+    Ipc,
+}
+
+impl ShardFormat {
+    /// The file extension, without the dot.
+    #[must_use]
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Parquet => "parquet",
+            Self::Ipc => "arrow",
+        }
+    }
+}
+
+fn list_of(item: DataType) -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(item, true)))
+}
+
+/// Columns of prepared pairs as the tokenize pass writes them (before weights and ranks).
+#[must_use]
+pub fn prepared_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("pair_id", DataType::Utf8, false),
+        Field::new("prompt_ids", list_of(DataType::UInt32), false),
+        Field::new("chosen_ids", list_of(DataType::UInt32), false),
+        Field::new("rejected_ids", list_of(DataType::UInt32), false),
+        Field::new("chosen_diff", list_of(DataType::UInt8), false),
+        Field::new("rejected_diff", list_of(DataType::UInt8), false),
+        Field::new("chosen_class", list_of(DataType::UInt8), false),
+        Field::new("rejected_class", list_of(DataType::UInt8), false),
+        Field::new("edit_distance", DataType::UInt32, false),
+        Field::new("lcs_len", DataType::UInt32, false),
+        Field::new("shared_prefix_len", DataType::UInt32, false),
+        Field::new("unaligned", DataType::Boolean, false),
+        Field::new("score_margin", DataType::Float32, true),
+        Field::new("truncated", DataType::UInt8, false),
+        Field::new("source_file", DataType::UInt32, false),
+        Field::new("source_row", DataType::UInt64, false),
+        Field::new("difficulty_key", DataType::Float64, false),
+    ]))
+}
+
+/// Builds one record batch of the [`prepared_schema`] from prepared pairs.
+pub fn prepared_batch(pairs: &[PreparedPair]) -> Result<RecordBatch> {
+    let ids = |pick: fn(&PreparedPair) -> &[u32]| list_column::<UInt32Type>(pairs, pick);
+    let bytes = |pick: fn(&PreparedPair) -> &[u8]| list_column::<UInt8Type>(pairs, pick);
+    let figure = |pick: fn(&PreparedPair) -> u32| -> ArrayRef {
+        Arc::new(UInt32Array::from_iter_values(pairs.iter().map(pick)))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(pairs.iter().map(|p| Some(p.pair_id.as_str())).collect::<StringArray>()),
+        ids(|p| &p.prompt_ids),
+        ids(|p| &p.chosen.ids),
+        ids(|p| &p.rejected.ids),
+        bytes(|p| &p.chosen.diff),
+        bytes(|p| &p.rejected.diff),
+        bytes(|p| &p.chosen.class),
+        bytes(|p| &p.rejected.class),
+        figure(|p| p.stats.edit_distance),
+        figure(|p| p.stats.lcs_len),
+        figure(|p| p.stats.shared_prefix_len),
+        Arc::new(pairs.iter().map(|p| Some(p.stats.unaligned)).collect::<BooleanArray>()),
+        Arc::new(pairs.iter().map(|p| p.score_margin).collect::<Float32Array>()),
+        Arc::new(UInt8Array::from_iter_values(pairs.iter().map(|p| p.truncated))),
+        figure(|p| p.source.file),
+        Arc::new(UInt64Array::from_iter_values(pairs.iter().map(|p| p.source.row))),
+        Arc::new(Float64Array::from_iter_values(pairs.iter().map(|p| p.difficulty_key))),
+    ];
+    RecordBatch::try_new(prepared_schema(), columns).map_err(arrow_error)
+}
+
+fn list_column<T: ArrowPrimitiveType>(
+    pairs: &[PreparedPair],
+    pick: fn(&PreparedPair) -> &[T::Native],
+) -> ArrayRef {
+    let total = pairs.iter().map(|pair| pick(pair).len()).sum();
+    let mut builder =
+        ListBuilder::with_capacity(PrimitiveBuilder::<T>::with_capacity(total), pairs.len());
+    for pair in pairs {
+        builder.values().append_slice(pick(pair));
+        builder.append(true);
+    }
+    Arc::new(builder.finish())
+}
+
+/// Writes `batch` to `path` in `format` through a temporary file renamed at the end, so a
+/// file under its final name is always complete. Returns its size and SHA-256.
+pub fn write_atomically(
+    batch: &RecordBatch,
+    path: &Path,
+    format: ShardFormat,
+) -> Result<FileDigest> {
+    let temporary = temporary_path(path);
+    let file = File::create(&temporary).map_err(|error| Error::io(&temporary, &error))?;
+    let written = match format {
+        ShardFormat::Parquet => write_parquet(batch, file),
+        ShardFormat::Ipc => write_ipc(batch, file),
+    };
+    written.map_err(|error| Error::File { file: temporary.clone(), reason: error.to_string() })?;
+    fs::rename(&temporary, path).map_err(|error| Error::io(path, &error))?;
+    digest_file(path)
+}
+
+fn write_parquet(
+    batch: &RecordBatch,
+    file: File,
+) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .build();
+    let mut writer = ArrowWriter::try_new(BufWriter::new(file), batch.schema(), Some(properties))?;
+    writer.write(batch)?;
+    writer.into_inner()?.into_inner()?.sync_all()?;
+    Ok(())
+}
+
+fn write_ipc(
+    batch: &RecordBatch,
+    file: File,
+) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let mut writer = FileWriter::try_new(BufWriter::new(file), &batch.schema())?;
+    writer.write(batch)?;
+    writer.finish()?;
+    writer.into_inner()?.into_inner()?.sync_all()?;
+    Ok(())
+}
+
+/// Reads a whole shard back as one record batch.
+pub fn read_shard(path: &Path) -> Result<RecordBatch> {
+    let unreadable = |error: &dyn std::fmt::Display| Error::File {
+        file: path.to_owned(),
+        reason: error.to_string(),
+    };
+    let file = File::open(path).map_err(|error| Error::io(path, &error))?;
+    let batches: Vec<RecordBatch> = if path.extension().is_some_and(|ext| ext == "parquet") {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| unreadable(&e))?;
+        let reader = reader.build().map_err(|e| unreadable(&e))?;
+        reader.collect::<std::result::Result<_, ArrowError>>().map_err(|e| unreadable(&e))?
+    } else {
+        let reader = FileReader::try_new(file, None).map_err(|e| unreadable(&e))?;
+        reader.collect::<std::result::Result<_, ArrowError>>().map_err(|e| unreadable(&e))?
+    };
+    let schema = batches.first().map_or_else(|| Arc::new(Schema::empty()), RecordBatch::schema);
+    concat_batches(&schema, &batches).map_err(|e| unreadable(&e))
+}
+
+/// Size and checksum of a written file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDigest {
+    /// Bytes on disk.
+    pub bytes: u64,
+    /// SHA-256, hex.
+    pub sha256: String,
+}
+
+/// Size and SHA-256 of a file, streamed.
+pub fn digest_file(path: &Path) -> Result<FileDigest> {
+    let mut file = File::open(path).map_err(|error| Error::io(path, &error))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let read = file.read(&mut buffer).map_err(|error| Error::io(path, &error))?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+        bytes += read as u64;
+    }
+    Ok(FileDigest { bytes, sha256: to_hex(&hasher.finalize()) })
+}
+
+/// The name a file is written under before its rename.
+#[must_use]
+pub fn temporary_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+fn arrow_error(error: ArrowError) -> Error {
+    Error::Arrow { location: crate::error::Location::default(), source: error }
+}

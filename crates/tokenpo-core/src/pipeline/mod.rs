@@ -1,0 +1,179 @@
+//! `prep`: raw pairs in, prepared shards, `quarantine.jsonl` and `manifest.json` out.
+//!
+//! Two passes, each streaming in record batches with rows in parallel on rayon:
+//! 1. [`tokenize_pass`]: read, render, tokenize, truncate, diff and classify every pair;
+//!    count token document frequencies; write parts of `shard_rows` pairs to a work
+//!    directory, each with a sidecar recording its quarantined rows and counts.
+//! 2. [`write_pass`]: with the corpus-wide frequencies and difficulty ranks known, add
+//!    importance weights and difficulty to each part and write the final shard.
+//!
+//! Every file is written under a temporary name and renamed when complete, and the
+//! manifest last. Output depends only on the inputs and the config (never on the thread
+//! count or on interruptions), so a killed run re-run with the same arguments skips the
+//! completed parts and shards and ends byte-identical to an uninterrupted run.
+
+mod tokenize_pass;
+mod write_pass;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::diff::DiffOptions;
+use crate::error::{Error, Result};
+use crate::importance::ImportanceConfig;
+use crate::io::checksum::sha256_hex;
+use crate::io::input::{InputFormat, expand_inputs};
+use crate::io::manifest::{FileRecord, Manifest, SCHEMA_VERSION};
+use crate::io::shard::{ShardFormat, digest_file};
+use crate::prepare::LengthLimit;
+use crate::tokenize::PairTokenizer;
+
+/// Everything that shapes the output of `prep`; recorded in the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrepConfig {
+    /// Canonical column name → name in the input files.
+    pub column_map: BTreeMap<String, String>,
+    /// Overrides the EOS token the tokenizer config names.
+    pub eos_token: Option<String>,
+    /// Length limit, if any.
+    pub limit: Option<LengthLimit>,
+    /// Pairs per shard.
+    pub shard_rows: usize,
+    /// Rows read and processed together (bounds memory).
+    pub batch_rows: usize,
+    /// Shard file format.
+    pub format: ShardFormat,
+    /// Importance weight coefficients.
+    pub importance: ImportanceConfig,
+    /// Edit distance beyond which a pair is unaligned.
+    pub max_edit_distance: u32,
+}
+
+impl Default for PrepConfig {
+    fn default() -> Self {
+        Self {
+            column_map: BTreeMap::new(),
+            eos_token: None,
+            limit: None,
+            shard_rows: 100_000,
+            batch_rows: 4096,
+            format: ShardFormat::Parquet,
+            importance: ImportanceConfig::default(),
+            max_edit_distance: DiffOptions::default().max_edit_distance,
+        }
+    }
+}
+
+impl PrepConfig {
+    /// Checks every value; errors name the option.
+    pub fn validate(&self) -> Result<()> {
+        let config_error = |field: &str, reason: &str| Error::Config {
+            field: field.into(),
+            reason: reason.into(),
+        };
+        if self.shard_rows == 0 {
+            return Err(config_error("shard_rows", "must be at least 1"));
+        }
+        if self.batch_rows == 0 {
+            return Err(config_error("batch_rows", "must be at least 1"));
+        }
+        if let Some(limit) = self.limit {
+            if limit.max_len < 2 {
+                return Err(config_error("max_len", "must be at least 2"));
+            }
+            if limit.max_prompt_len >= limit.max_len {
+                return Err(config_error("max_prompt_len", "must be less than max_len"));
+            }
+        }
+        self.importance.validate()
+    }
+}
+
+/// What `prep` reports while it works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Pass 1: rows read so far, pairs kept, rows quarantined.
+    Tokenized {
+        /// Rows read.
+        rows: u64,
+        /// Pairs kept.
+        pairs: u64,
+        /// Rows set aside.
+        quarantined: u64,
+    },
+    /// Pass 2: shards written so far, out of the total.
+    Written {
+        /// Shards done.
+        shards: usize,
+        /// Shards in all.
+        total: usize,
+    },
+}
+
+/// Prepares `inputs` (files or globs) into `out` with the tokenizer at `tokenizer`.
+/// `progress` is called after each batch and each shard; returning an error from it
+/// stops the run (the CLI does so on Ctrl-C), which can be resumed.
+pub fn prep(
+    inputs: &[PathBuf],
+    tokenizer: &Path,
+    out: &Path,
+    config: &PrepConfig,
+    progress: &mut dyn FnMut(Progress) -> Result<()>,
+) -> Result<Manifest> {
+    config.validate()?;
+    let files = expand_inputs(inputs)?;
+    let tokenizer = PairTokenizer::load(tokenizer, config.eos_token.as_deref())?;
+    let input_records: Vec<FileRecord> = files
+        .iter()
+        .map(|path| Ok(FileRecord { path: path.clone(), digest: digest_of_input(path)? }))
+        .collect::<Result<_>>()?;
+    let fingerprint = fingerprint(config, &tokenizer, &input_records)?;
+    if let Some(manifest) = Manifest::read(out)? {
+        if manifest.fingerprint == fingerprint {
+            return Ok(manifest);
+        }
+        return Err(Error::File {
+            file: out.join("manifest.json"),
+            reason: "this directory holds shards prepared from other inputs or another config; \
+                     choose another output directory or remove it"
+                .into(),
+        });
+    }
+    let work = out.join(format!(".work-{}", &fingerprint[..16]));
+    fs::create_dir_all(&work).map_err(|error| Error::io(&work, &error))?;
+    let parts = tokenize_pass::run(&files, &tokenizer, &work, config, progress)?;
+    let run = write_pass::RunRecord {
+        fingerprint: &fingerprint,
+        tokenizer: &tokenizer,
+        inputs: input_records,
+    };
+    let manifest = write_pass::run(&parts, out, config, run, progress)?;
+    fs::remove_dir_all(&work).map_err(|error| Error::io(&work, &error))?;
+    Ok(manifest)
+}
+
+/// Size and checksum of an input, after checking its format is one prep reads.
+fn digest_of_input(path: &Path) -> Result<crate::io::shard::FileDigest> {
+    InputFormat::of(path)?;
+    digest_file(path)
+}
+
+fn fingerprint(
+    config: &PrepConfig,
+    tokenizer: &PairTokenizer,
+    inputs: &[FileRecord],
+) -> Result<String> {
+    let record = serde_json::json!({
+        "schema_version": SCHEMA_VERSION,
+        "config": config,
+        "tokenizer": tokenizer.sha256(),
+        "inputs": inputs.iter().map(|input| &input.digest.sha256).collect::<Vec<_>>(),
+    });
+    let text = serde_json::to_string(&record)
+        .map_err(|error| Error::Config { field: "config".into(), reason: error.to_string() })?;
+    Ok(sha256_hex(text.as_bytes()))
+}

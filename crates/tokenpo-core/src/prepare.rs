@@ -1,0 +1,341 @@
+//! One raw pair in, one prepared pair (or a quarantine record) out: render, tokenize,
+//! truncate, diff, classify tokens. Pure and per row, so the pipeline runs it in parallel.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::diff::{DiffOptions, DiffScratch, DiffStats, diff_into};
+use crate::difficulty::separation_key;
+use crate::importance::classify_tokens;
+use crate::io::checksum::to_hex;
+use crate::pair::{Message, Quarantined, RawPair, RowSource, Turns};
+use crate::tokenize::{Encoded, PairTokenizer};
+
+/// Bits of the `truncated` column: which parts were cut to fit `max_len`.
+pub mod truncated {
+    /// The prompt lost tokens at its start.
+    pub const PROMPT: u8 = 1;
+    /// The chosen completion lost tokens at its end.
+    pub const CHOSEN: u8 = 2;
+    /// The rejected completion lost tokens at its end.
+    pub const REJECTED: u8 = 4;
+}
+
+/// How long sequences are handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LengthLimit {
+    /// Most tokens of prompt + the longer completion.
+    pub max_len: usize,
+    /// Most prompt tokens kept when truncating (the prompt keeps its end).
+    pub max_prompt_len: usize,
+    /// Quarantine pairs over `max_len` instead of truncating them.
+    pub drop_over_length: bool,
+}
+
+/// A prompt's rendering and tokens, shared by every pair that repeats the prompt.
+pub type PromptCache = HashMap<String, Arc<Encoded>>;
+
+/// One completion after preparation.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PreparedSide {
+    /// Completion tokens, EOS last.
+    pub ids: Vec<u32>,
+    /// 1 where the token lies outside the LCS with the other completion.
+    pub diff: Vec<u8>,
+    /// Token class (see [`crate::importance`]).
+    pub class: Vec<u8>,
+}
+
+/// A pair ready to be written to a shard (weights and difficulty come in a second pass).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PreparedPair {
+    /// Where the row came from.
+    pub source: RowSource,
+    /// The input's id, or a stable hash of the row's text.
+    pub pair_id: String,
+    /// Prompt tokens.
+    pub prompt_ids: Vec<u32>,
+    /// The chosen completion.
+    pub chosen: PreparedSide,
+    /// The rejected completion.
+    pub rejected: PreparedSide,
+    /// Edit distance, LCS length, shared prefix of the completions.
+    pub stats: DiffStats,
+    /// `score_chosen - score_rejected` when the input has scores.
+    pub score_margin: Option<f32>,
+    /// Bits of [`truncated`].
+    pub truncated: u8,
+    /// Token separation (see [`crate::difficulty`]); the difficulty key when there are no scores.
+    pub difficulty_key: f64,
+}
+
+/// What the per-row preparation needs besides the row.
+pub struct PrepareContext<'a> {
+    /// The tokenizer, with EOS and chat template.
+    pub tokenizer: &'a PairTokenizer,
+    /// Prompts already tokenized, by their rendered text.
+    pub prompts: &'a PromptCache,
+    /// Length handling, when a limit is set.
+    pub limit: Option<LengthLimit>,
+    /// Diff options.
+    pub diff: DiffOptions,
+    /// JSON keys whose values get their own token class.
+    pub value_keys: &'a [String],
+}
+
+/// The texts of a pair after rendering conversations with the chat template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedPair {
+    /// The prompt text (empty when there is none).
+    pub prompt: String,
+    /// The chosen completion text.
+    pub chosen: String,
+    /// The rejected completion text.
+    pub rejected: String,
+}
+
+/// Renders a raw pair to texts: plain text as is; conversations through the chat template,
+/// the prompt being the given one or else the longest common message prefix.
+pub fn render(pair: &RawPair, tokenizer: &PairTokenizer) -> Result<RenderedPair, Quarantined> {
+    let source = pair.source;
+    match (&pair.prompt, &pair.chosen, &pair.rejected) {
+        (prompt @ (None | Some(Turns::Text(_))), Turns::Text(chosen), Turns::Text(rejected)) => {
+            let prompt = match prompt {
+                Some(Turns::Text(text)) => text.clone(),
+                _ => String::new(),
+            };
+            Ok(RenderedPair { prompt, chosen: chosen.clone(), rejected: rejected.clone() })
+        }
+        (Some(Turns::Messages(prompt)), Turns::Messages(chosen), Turns::Messages(rejected)) => {
+            render_conversation(prompt, chosen, rejected, tokenizer, source)
+        }
+        (None, Turns::Messages(chosen), Turns::Messages(rejected)) => {
+            let shared = chosen.iter().zip(rejected).take_while(|(a, b)| a == b).count();
+            render_conversation(
+                &chosen[..shared],
+                &chosen[shared..],
+                &rejected[shared..],
+                tokenizer,
+                source,
+            )
+        }
+        _ => Err(Quarantined::field(
+            source,
+            "prompt",
+            "prompt and completions mix text and messages",
+        )),
+    }
+}
+
+fn render_conversation(
+    prompt: &[Message],
+    chosen: &[Message],
+    rejected: &[Message],
+    tokenizer: &PairTokenizer,
+    source: RowSource,
+) -> Result<RenderedPair, Quarantined> {
+    for (field, completion) in [("chosen", chosen), ("rejected", rejected)] {
+        if completion.is_empty() {
+            return Err(Quarantined::field(source, field, "empty completion"));
+        }
+    }
+    let at = |field: &'static str| move |reason: String| Quarantined::field(source, field, reason);
+    Ok(RenderedPair {
+        prompt: tokenizer.render_prompt(prompt).map_err(at("prompt"))?,
+        chosen: tokenizer.render_completion(prompt, chosen).map_err(at("chosen"))?,
+        rejected: tokenizer.render_completion(prompt, rejected).map_err(at("rejected"))?,
+    })
+}
+
+/// Prepares one rendered pair whose prompt is in `context.prompts`.
+pub fn prepare(
+    pair: &RawPair,
+    rendered: &RenderedPair,
+    context: &PrepareContext<'_>,
+    scratch: &mut DiffScratch,
+) -> Result<PreparedPair, Quarantined> {
+    let source = pair.source;
+    let reject = |field: &str, reason: String| Quarantined::field(source, field, reason);
+    for (field, text) in [("chosen", &rendered.chosen), ("rejected", &rendered.rejected)] {
+        if text.is_empty() {
+            return Err(reject(field, "empty completion".into()));
+        }
+    }
+    let mut prompt = match context.prompts.get(&rendered.prompt) {
+        Some(encoded) => encoded.ids.clone(),
+        None => {
+            context.tokenizer.encode_prompt(&rendered.prompt).map_err(|e| reject("prompt", e))?.ids
+        }
+    };
+    let mut chosen =
+        context.tokenizer.encode_completion(&rendered.chosen).map_err(|e| reject("chosen", e))?;
+    let mut rejected = context
+        .tokenizer
+        .encode_completion(&rendered.rejected)
+        .map_err(|e| reject("rejected", e))?;
+    let truncated = match context.limit {
+        Some(limit) => {
+            fit(&mut prompt, &mut chosen, &mut rejected, limit).map_err(|e| reject("prompt", e))?
+        }
+        None => 0,
+    };
+    if chosen.ids == rejected.ids {
+        return Err(reject(
+            "rejected",
+            "chosen and rejected are identical after tokenization".into(),
+        ));
+    }
+    let mut chosen_side = side(&rendered.chosen, chosen, context.value_keys);
+    let mut rejected_side = side(&rendered.rejected, rejected, context.value_keys);
+    let stats = diff_into(
+        &chosen_side.ids,
+        &rejected_side.ids,
+        &mut chosen_side.diff,
+        &mut rejected_side.diff,
+        context.diff,
+        scratch,
+    );
+    let score_margin = match (pair.score_chosen, pair.score_rejected) {
+        (Some(chosen), Some(rejected)) => Some((chosen - rejected) as f32),
+        _ => None,
+    };
+    let difficulty_key =
+        separation_key(stats.edit_distance, chosen_side.ids.len(), rejected_side.ids.len());
+    Ok(PreparedPair {
+        source,
+        pair_id: pair.id.clone().unwrap_or_else(|| stable_id(rendered)),
+        prompt_ids: prompt,
+        chosen: chosen_side,
+        rejected: rejected_side,
+        stats,
+        score_margin,
+        truncated,
+        difficulty_key,
+    })
+}
+
+fn side(text: &str, encoded: Encoded, value_keys: &[String]) -> PreparedSide {
+    let class = classify_tokens(text, &encoded.offsets, value_keys);
+    PreparedSide { diff: vec![0; encoded.ids.len()], ids: encoded.ids, class }
+}
+
+/// Cuts the pair to `limit.max_len` tokens of prompt + the longer completion: the prompt
+/// keeps its end (down to `max_prompt_len` if the completions need the room), completions
+/// keep their start. Returns the [`truncated`] bits, or why the pair cannot fit.
+fn fit(
+    prompt: &mut Vec<u32>,
+    chosen: &mut Encoded,
+    rejected: &mut Encoded,
+    limit: LengthLimit,
+) -> Result<u8, String> {
+    let longest = chosen.ids.len().max(rejected.ids.len());
+    if prompt.len() + longest <= limit.max_len {
+        return Ok(0);
+    }
+    if limit.drop_over_length {
+        let (prompt_len, max_len) = (prompt.len(), limit.max_len);
+        return Err(if prompt_len >= max_len {
+            format!("prompt over length: {prompt_len} tokens >= max_len {max_len}")
+        } else {
+            format!(
+                "over length: {prompt_len} prompt + {longest} completion tokens > max_len {max_len}"
+            )
+        });
+    }
+    // max_prompt_len < max_len (checked with the config), so completions keep >= 1 token.
+    let prompt_room = limit.max_len.saturating_sub(longest).max(limit.max_prompt_len);
+    let mut bits = 0;
+    if prompt.len() > prompt_room {
+        prompt.drain(..prompt.len() - prompt_room);
+        bits |= truncated::PROMPT;
+    }
+    let completion_room = limit.max_len - prompt.len();
+    for (completion, bit) in [(chosen, truncated::CHOSEN), (rejected, truncated::REJECTED)] {
+        if completion.ids.len() > completion_room {
+            completion.ids.truncate(completion_room);
+            completion.offsets.truncate(completion_room);
+            bits |= bit;
+        }
+    }
+    Ok(bits)
+}
+
+/// A row's id when the input has none: the first 16 bytes of SHA-256 over its texts.
+fn stable_id(rendered: &RenderedPair) -> String {
+    let mut hasher = Sha256::new();
+    for text in [&rendered.prompt, &rendered.chosen, &rendered.rejected] {
+        hasher.update((text.len() as u64).to_le_bytes());
+        hasher.update(text.as_bytes());
+    }
+    to_hex(&hasher.finalize()[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(n: usize) -> Encoded {
+        Encoded { ids: (0..n as u32).collect(), offsets: (0..n).map(|i| (i, i + 1)).collect() }
+    }
+
+    fn limit(max_len: usize, max_prompt_len: usize, drop_over_length: bool) -> LengthLimit {
+        LengthLimit { max_len, max_prompt_len, drop_over_length }
+    }
+
+    #[test]
+    fn pairs_within_the_limit_are_untouched() {
+        let (mut prompt, mut chosen, mut rejected) = ((0..4).collect(), encoded(6), encoded(5));
+        assert_eq!(fit(&mut prompt, &mut chosen, &mut rejected, limit(10, 5, false)), Ok(0));
+        assert_eq!((prompt.len(), chosen.ids.len(), rejected.ids.len()), (4, 6, 5));
+    }
+
+    #[test]
+    fn the_prompt_keeps_its_end_and_completions_their_start() {
+        let (mut prompt, mut chosen, mut rejected) =
+            ((0..10).collect::<Vec<u32>>(), encoded(12), encoded(3));
+        let bits = fit(&mut prompt, &mut chosen, &mut rejected, limit(16, 6, false));
+        assert_eq!(bits, Ok(truncated::PROMPT | truncated::CHOSEN));
+        assert_eq!(prompt, (4..10).collect::<Vec<u32>>());
+        assert_eq!(chosen.ids, (0..10).collect::<Vec<u32>>());
+        assert_eq!(chosen.offsets.len(), 10);
+        assert_eq!(rejected.ids.len(), 3);
+    }
+
+    #[test]
+    fn a_short_completion_leaves_the_prompt_more_room() {
+        let (mut prompt, mut chosen, mut rejected) =
+            ((0..10).collect::<Vec<u32>>(), encoded(3), encoded(2));
+        assert_eq!(
+            fit(&mut prompt, &mut chosen, &mut rejected, limit(12, 4, false)),
+            Ok(truncated::PROMPT)
+        );
+        assert_eq!(prompt, (1..10).collect::<Vec<u32>>());
+    }
+
+    #[test]
+    fn drop_over_length_names_the_reason() {
+        let (mut prompt, mut chosen, mut rejected) =
+            ((0..10).collect::<Vec<u32>>(), encoded(3), encoded(2));
+        let error = fit(&mut prompt, &mut chosen, &mut rejected, limit(12, 4, true)).unwrap_err();
+        assert!(error.starts_with("over length: 10 prompt + 3 completion tokens"), "{error}");
+        let mut long_prompt = (0..12).collect::<Vec<u32>>();
+        let error =
+            fit(&mut long_prompt, &mut chosen, &mut rejected, limit(12, 4, true)).unwrap_err();
+        assert!(error.starts_with("prompt over length"), "{error}");
+    }
+
+    #[test]
+    fn stable_ids_depend_on_every_text() {
+        let pair = |prompt: &str, chosen: &str| RenderedPair {
+            prompt: prompt.into(),
+            chosen: chosen.into(),
+            rejected: "r".into(),
+        };
+        assert_eq!(stable_id(&pair("p", "c")), stable_id(&pair("p", "c")));
+        assert_ne!(stable_id(&pair("p", "c")), stable_id(&pair("pc", "")));
+        assert_eq!(stable_id(&pair("p", "c")).len(), 32);
+    }
+}

@@ -1,0 +1,236 @@
+//! Tokenizing prompts and completions with the `tokenizers` crate, and rendering
+//! conversations with the model's Jinja chat template (minijinja).
+//!
+//! Prompt and completions are encoded separately, so no BPE merge crosses the boundary.
+//! Completions end with the EOS token.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use minijinja::{Environment, context};
+use serde_json::Value;
+use tokenizers::Tokenizer;
+
+use crate::error::{Error, Result};
+use crate::io::checksum::sha256_hex;
+use crate::pair::Message;
+
+/// Tokens that commonly end a sequence, tried in order when no config names the EOS.
+const EOS_CANDIDATES: [&str; 5] = ["<|endoftext|>", "</s>", "<|im_end|>", "<eos>", "<|eot_id|>"];
+
+/// Token ids and the byte span of each token in the encoded text. Tokens that are not in
+/// the text (an appended EOS) have an empty span.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Encoded {
+    /// Token ids.
+    pub ids: Vec<u32>,
+    /// Byte offsets `(start, end)` into the text, one per token.
+    pub offsets: Vec<(usize, usize)>,
+}
+
+/// A tokenizer with its EOS token and, for conversational data, its chat template.
+pub struct PairTokenizer {
+    tokenizer: Tokenizer,
+    eos_id: u32,
+    template: Option<ChatTemplate>,
+    file: PathBuf,
+    sha256: String,
+}
+
+struct ChatTemplate {
+    environment: Environment<'static>,
+    bos_token: String,
+    eos_token: String,
+}
+
+impl PairTokenizer {
+    /// Loads a `tokenizer.json`, or a model directory holding `tokenizer.json` and
+    /// optionally `tokenizer_config.json` (its `chat_template`, `bos_token`, `eos_token`).
+    /// `eos_token` overrides the EOS the config names.
+    pub fn load(path: &Path, eos_token: Option<&str>) -> Result<Self> {
+        let (tokenizer_file, config_file) = if path.is_dir() {
+            (path.join("tokenizer.json"), Some(path.join("tokenizer_config.json")))
+        } else {
+            (path.to_owned(), path.parent().map(|dir| dir.join("tokenizer_config.json")))
+        };
+        let bytes =
+            fs::read(&tokenizer_file).map_err(|error| tokenizer_error(&tokenizer_file, &error))?;
+        let tokenizer = Tokenizer::from_bytes(&bytes)
+            .map_err(|error| tokenizer_error(&tokenizer_file, &*error))?;
+        let config = match config_file.filter(|file| file.is_file()) {
+            Some(file) => Some(read_config(&file)?),
+            None => None,
+        };
+        let eos_text = eos_token
+            .map(str::to_owned)
+            .or_else(|| config.as_ref().and_then(|config| special_token(config, "eos_token")))
+            .or_else(|| {
+                EOS_CANDIDATES
+                    .iter()
+                    .find(|token| tokenizer.token_to_id(token).is_some())
+                    .map(|token| (*token).to_owned())
+            })
+            .ok_or_else(|| Error::Tokenizer {
+                file: tokenizer_file.clone(),
+                reason: "no EOS token found in tokenizer_config.json or the vocabulary; pass --eos-token".into(),
+            })?;
+        let eos_id = tokenizer.token_to_id(&eos_text).ok_or_else(|| Error::Tokenizer {
+            file: tokenizer_file.clone(),
+            reason: format!("EOS token {eos_text:?} is not in the vocabulary"),
+        })?;
+        let template = match &config {
+            Some(config) => ChatTemplate::from_config(config, &eos_text, &tokenizer_file)?,
+            None => None,
+        };
+        let sha256 = sha256_hex(&bytes);
+        Ok(Self { tokenizer, eos_id, template, file: tokenizer_file, sha256 })
+    }
+
+    /// The tokenizer.json this was loaded from.
+    #[must_use]
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// SHA-256 of the tokenizer.json bytes, recorded in the manifest.
+    #[must_use]
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// The EOS token id appended to completions.
+    #[must_use]
+    pub fn eos_id(&self) -> u32 {
+        self.eos_id
+    }
+
+    /// Vocabulary size, added tokens included.
+    #[must_use]
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+
+    /// Whether a chat template is available for conversational rows.
+    #[must_use]
+    pub fn has_chat_template(&self) -> bool {
+        self.template.is_some()
+    }
+
+    /// Encodes a prompt with the model's special tokens (a BOS, when its post-processor adds one).
+    pub fn encode_prompt(&self, text: &str) -> std::result::Result<Encoded, String> {
+        self.encode(text, true)
+    }
+
+    /// Encodes a completion without special tokens, then appends the EOS unless the text
+    /// already ends with it (chat templates often close the turn with it).
+    pub fn encode_completion(&self, text: &str) -> std::result::Result<Encoded, String> {
+        let mut encoded = self.encode(text, false)?;
+        if encoded.ids.last() != Some(&self.eos_id) {
+            encoded.ids.push(self.eos_id);
+            encoded.offsets.push((text.len(), text.len()));
+        }
+        Ok(encoded)
+    }
+
+    fn encode(&self, text: &str, add_special_tokens: bool) -> std::result::Result<Encoded, String> {
+        let encoding =
+            self.tokenizer.encode(text, add_special_tokens).map_err(|error| error.to_string())?;
+        Ok(Encoded { ids: encoding.get_ids().to_vec(), offsets: encoding.get_offsets().to_vec() })
+    }
+
+    /// Renders the prompt messages with the chat template, ready for the assistant's turn.
+    pub fn render_prompt(&self, prompt: &[Message]) -> std::result::Result<String, String> {
+        self.template()?.render(prompt, true)
+    }
+
+    /// Renders the completion messages as the text the template appends after the prompt:
+    /// `render(prompt + completion)` minus `render(prompt, add_generation_prompt)`.
+    pub fn render_completion(
+        &self,
+        prompt: &[Message],
+        completion: &[Message],
+    ) -> std::result::Result<String, String> {
+        let template = self.template()?;
+        let prefix = template.render(prompt, true)?;
+        let conversation: Vec<Message> = prompt.iter().chain(completion).cloned().collect();
+        let full = template.render(&conversation, false)?;
+        full.strip_prefix(&prefix).map(str::to_owned).ok_or_else(|| {
+            "the chat template does not render the prompt as a prefix of the conversation"
+                .to_owned()
+        })
+    }
+
+    fn template(&self) -> std::result::Result<&ChatTemplate, String> {
+        self.template.as_ref().ok_or_else(|| {
+            "conversational row, but the tokenizer has no chat_template (give a model directory with tokenizer_config.json)".to_owned()
+        })
+    }
+}
+
+impl ChatTemplate {
+    fn from_config(config: &Value, eos_token: &str, file: &Path) -> Result<Option<Self>> {
+        let Some(source) = template_source(config) else { return Ok(None) };
+        let mut environment = Environment::new();
+        minijinja_contrib::add_to_environment(&mut environment);
+        environment
+            .set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        environment.add_function(
+            "raise_exception",
+            |message: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, message))
+            },
+        );
+        environment.add_template_owned("chat", source).map_err(|error| Error::Tokenizer {
+            file: file.to_owned(),
+            reason: format!("chat_template does not parse: {error}"),
+        })?;
+        let bos_token = special_token(config, "bos_token").unwrap_or_default();
+        Ok(Some(Self { environment, bos_token, eos_token: eos_token.to_owned() }))
+    }
+
+    fn render(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> std::result::Result<String, String> {
+        let template = self.environment.get_template("chat").map_err(|error| error.to_string())?;
+        template
+            .render(context! {
+                messages => minijinja::Value::from(minijinja::value::Serde(messages)),
+                add_generation_prompt => add_generation_prompt,
+                bos_token => &self.bos_token,
+                eos_token => &self.eos_token,
+            })
+            .map_err(|error| format!("chat template failed: {error}"))
+    }
+}
+
+fn read_config(file: &Path) -> Result<Value> {
+    let text = fs::read_to_string(file).map_err(|error| tokenizer_error(file, &error))?;
+    serde_json::from_str(&text).map_err(|error| tokenizer_error(file, &error))
+}
+
+/// The default chat template: a string, or the one named "default" in a list of named ones.
+fn template_source(config: &Value) -> Option<String> {
+    match config.get("chat_template")? {
+        Value::String(source) => Some(source.clone()),
+        Value::Array(named) => named
+            .iter()
+            .find(|entry| entry.get("name").and_then(Value::as_str) == Some("default"))
+            .and_then(|entry| entry.get("template")?.as_str().map(str::to_owned)),
+        _ => None,
+    }
+}
+
+/// A special token of `tokenizer_config.json`: a string or `{"content": ...}`.
+fn special_token(config: &Value, key: &str) -> Option<String> {
+    match config.get(key)? {
+        Value::String(token) => Some(token.clone()),
+        Value::Object(token) => token.get("content")?.as_str().map(str::to_owned),
+        _ => None,
+    }
+}
+
+fn tokenizer_error(file: &Path, error: &dyn std::fmt::Display) -> Error {
+    Error::Tokenizer { file: file.to_owned(), reason: error.to_string() }
+}

@@ -1,0 +1,205 @@
+"""`tokenpo.prep`: raw preference pairs in, prepared shards out (the Rust pipeline).
+
+Reads parquet, Arrow IPC and JSONL files (TRL's standard or conversational format),
+tokenizes prompt and completions separately, diffs the completions, weighs each token,
+ranks pair difficulty, and writes shards, ``quarantine.jsonl`` and ``manifest.json``.
+A killed run re-run with the same arguments resumes and ends byte-identical.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tokenpo import _native
+from tokenpo.exceptions import ConfigError, InputError
+
+__all__ = [
+    "IMPORTANCE_PRESETS",
+    "Manifest",
+    "PrepOptions",
+    "ProgressCallback",
+    "ShardInfo",
+    "prep",
+    "token_class_name",
+]
+
+IMPORTANCE_PRESETS = ("default", "tabpo_authors")
+"""Named importance coefficient sets: ``default`` (values weigh most, scaffolding least)
+and ``tabpo_authors`` (the TAB-PO authors' class weights)."""
+
+ProgressCallback = Callable[[str, int, int, int], None]
+"""Called as ``(kind, a, b, c)``: ``("tokenized", rows, pairs, quarantined)`` during the
+first pass, ``("written", shards, total, 0)`` during the second."""
+
+
+@dataclass(kw_only=True, slots=True)
+class PrepOptions:
+    """How `prep` reads, cuts, weighs and writes. Every field has a sensible default."""
+
+    column_map: dict[str, str] = field(default_factory=dict)
+    """Canonical column (prompt, chosen, rejected, score_chosen, score_rejected, id) to
+    the name it has in the input files."""
+    eos_token: str | None = None
+    """EOS token appended to completions; default: the tokenizer config's."""
+    max_len: int | None = None
+    """Most tokens of prompt + the longer completion; ``None``: no limit."""
+    max_prompt_len: int | None = None
+    """Most prompt tokens kept when truncating; default: half of ``max_len``."""
+    drop_over_length: bool = False
+    """Quarantine pairs over ``max_len`` instead of truncating them."""
+    shard_rows: int = 100_000
+    """Pairs per shard."""
+    batch_rows: int = 4096
+    """Rows processed together; bounds memory."""
+    format: Literal["parquet", "ipc"] = "parquet"
+    """Shard format: zstd parquet, or uncompressed Arrow IPC (memory-mappable)."""
+    importance: str = "default"
+    """Importance preset, one of `IMPORTANCE_PRESETS`."""
+    importance_overrides: dict[str, Any] = field(default_factory=dict)
+    """Coefficients replacing the preset's, e.g. ``{"diff_factor": 2.0}``."""
+    max_edit_distance: int = _native.DEFAULT_MAX_EDIT_DISTANCE
+    """Edit distance beyond which a pair is unaligned (every token in the diff)."""
+
+    def __post_init__(self) -> None:
+        if self.max_len is not None and self.max_len < 2:
+            raise ConfigError(f"max_len: must be at least 2, got {self.max_len}")
+        if self.max_prompt_len is not None and self.max_len is None:
+            raise ConfigError("max_prompt_len: needs max_len")
+        if self.importance not in IMPORTANCE_PRESETS:
+            raise ConfigError(
+                f"importance: unknown preset {self.importance!r}; "
+                f"choose one of {', '.join(IMPORTANCE_PRESETS)}"
+            )
+        if self.format not in ("parquet", "ipc"):
+            raise ConfigError(f"format: must be 'parquet' or 'ipc', got {self.format!r}")
+
+    def to_native(self) -> str:
+        """The JSON the Rust `PrepConfig` reads."""
+        limit = None
+        if self.max_len is not None:
+            prompt_len = (
+                self.max_prompt_len if self.max_prompt_len is not None else self.max_len // 2
+            )
+            limit = {
+                "max_len": self.max_len,
+                "max_prompt_len": prompt_len,
+                "drop_over_length": self.drop_over_length,
+            }
+        importance = json.loads(_native.importance_preset(self.importance))
+        importance.update(self.importance_overrides)
+        return json.dumps(
+            {
+                "column_map": self.column_map,
+                "eos_token": self.eos_token,
+                "limit": limit,
+                "shard_rows": self.shard_rows,
+                "batch_rows": self.batch_rows,
+                "format": self.format,
+                "importance": importance,
+                "max_edit_distance": self.max_edit_distance,
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ShardInfo:
+    """One output file of a prep run."""
+
+    path: Path
+    """Absolute path."""
+    rows: int
+    """Rows it holds."""
+    bytes: int
+    """Size on disk."""
+    sha256: str
+    """Checksum."""
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """The manifest of a prepared directory (``manifest.json``)."""
+
+    directory: Path
+    """The prepared directory."""
+    shards: list[ShardInfo]
+    """The shards, in order."""
+    quarantine: ShardInfo
+    """``quarantine.jsonl``."""
+    summary: dict[str, Any]
+    """Corpus statistics: rows read, pairs, quarantine reasons, mean lengths, ..."""
+    raw: dict[str, Any]
+    """The whole manifest as read: schema version, tokenizer, config, inputs, ..."""
+
+    @property
+    def pairs(self) -> int:
+        """Pairs written."""
+        return int(self.summary["pairs"])
+
+    @property
+    def importance(self) -> dict[str, Any]:
+        """The importance coefficients of the run."""
+        return dict(self.raw["config"]["importance"])
+
+    @classmethod
+    def from_json(cls, directory: Path, text: str) -> Manifest:
+        """Parses a manifest written for ``directory``."""
+        raw = json.loads(text)
+
+        def shard(record: dict[str, Any]) -> ShardInfo:
+            return ShardInfo(
+                path=directory / record["path"],
+                rows=record["rows"],
+                bytes=record["bytes"],
+                sha256=record["sha256"],
+            )
+
+        return cls(
+            directory=directory,
+            shards=[shard(record) for record in raw["shards"]],
+            quarantine=shard(raw["quarantine"]),
+            summary=raw["summary"],
+            raw=raw,
+        )
+
+    @classmethod
+    def read(cls, directory: Path) -> Manifest:
+        """Reads ``directory/manifest.json``."""
+        path = directory / "manifest.json"
+        if not path.is_file():
+            raise InputError(f"{directory}: no manifest.json; is it a prep output?", file=str(path))
+        return cls.from_json(directory, path.read_text())
+
+
+def prep(
+    inputs: Sequence[str | Path],
+    tokenizer: str | Path,
+    out: str | Path,
+    options: PrepOptions | None = None,
+    progress: ProgressCallback | None = None,
+) -> Manifest:
+    """Prepare raw pair files (paths or globs) into shards in ``out``.
+
+    Raises:
+        InputError: an input file or the tokenizer cannot be used (names the file).
+        ConfigError: an option is out of range (names the option).
+    """
+    options = options or PrepOptions()
+    out_dir = Path(out)
+    text = _native.prep(
+        [str(path) for path in inputs], str(tokenizer), str(out_dir), options.to_native(), progress
+    )
+    return Manifest.from_json(out_dir, text)
+
+
+def token_class_name(token_class: int, importance: dict[str, Any]) -> str:
+    """Readable name of a token class of the ``*_class`` columns."""
+    names = {0: "text", 1: "scaffolding", 2: "key", 3: "value"}
+    if token_class in names:
+        return names[token_class]
+    keys = sorted(importance.get("value_keys", {}))
+    index = token_class - 4
+    return f"value:{keys[index]}" if index < len(keys) else f"class {token_class}"

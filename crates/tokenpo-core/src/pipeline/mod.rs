@@ -25,9 +25,9 @@ use crate::diff::DiffOptions;
 use crate::error::{Error, Result};
 use crate::importance::ImportanceConfig;
 use crate::io::checksum::sha256_hex;
-use crate::io::input::{InputFormat, expand_inputs};
+use crate::io::input::{describe_input, expand_inputs};
 use crate::io::manifest::{FileRecord, Manifest, SCHEMA_VERSION};
-use crate::io::shard::{ShardFormat, digest_file};
+use crate::io::shard::{FileDigest, ShardFormat};
 use crate::prepare::LengthLimit;
 use crate::tokenize::PairTokenizer;
 
@@ -129,7 +129,13 @@ pub fn prep(
     let tokenizer = PairTokenizer::load(tokenizer, config.eos_token.as_deref())?;
     let input_records: Vec<FileRecord> = files
         .iter()
-        .map(|path| Ok(FileRecord { path: path.clone(), digest: digest_of_input(path)? }))
+        .map(|path| {
+            let input = describe_input(path)?;
+            Ok(FileRecord {
+                path: input.path,
+                digest: FileDigest { bytes: input.bytes, sha256: input.sha256 },
+            })
+        })
         .collect::<Result<_>>()?;
     let fingerprint = fingerprint(config, &tokenizer, &input_records)?;
     if let Some(manifest) = Manifest::read(out)? {
@@ -145,21 +151,16 @@ pub fn prep(
     }
     let work = out.join(format!(".work-{}", &fingerprint[..16]));
     fs::create_dir_all(&work).map_err(|error| Error::io(&work, &error))?;
-    let parts = tokenize_pass::run(&files, &tokenizer, &work, config, progress)?;
+    let pass_one = tokenize_pass::run(&files, &tokenizer, &work, config, progress)?;
     let run = write_pass::RunRecord {
         fingerprint: &fingerprint,
         tokenizer: &tokenizer,
         inputs: input_records,
     };
-    let manifest = write_pass::run(&parts, out, config, run, progress)?;
+    let manifest =
+        write_pass::run(&pass_one.parts, &pass_one.frequencies, out, config, run, progress)?;
     fs::remove_dir_all(&work).map_err(|error| Error::io(&work, &error))?;
     Ok(manifest)
-}
-
-/// Size and checksum of an input, after checking its format is one prep reads.
-fn digest_of_input(path: &Path) -> Result<crate::io::shard::FileDigest> {
-    InputFormat::of(path)?;
-    digest_file(path)
 }
 
 fn fingerprint(

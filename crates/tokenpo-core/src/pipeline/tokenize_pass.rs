@@ -47,6 +47,15 @@ pub(super) struct Part {
     pub sidecar: PartSidecar,
 }
 
+/// The outcome of pass 1: the parts, and the corpus-wide token document frequencies
+/// (merged as parts complete and dropped from their sidecars, so memory stays flat).
+pub(super) struct Tokenized {
+    /// The parts, in order.
+    pub parts: Vec<Part>,
+    /// Document frequencies over every pair.
+    pub frequencies: DocumentFrequency,
+}
+
 /// Runs pass 1, resuming after the parts already complete in `work`.
 pub(super) fn run(
     files: &[PathBuf],
@@ -54,8 +63,10 @@ pub(super) fn run(
     work: &Path,
     config: &PrepConfig,
     progress: &mut dyn FnMut(Progress) -> Result<()>,
-) -> Result<Vec<Part>> {
-    let mut parts = complete_parts(work)?;
+) -> Result<Tokenized> {
+    let mut frequencies = DocumentFrequency::new(tokenizer.vocab_size());
+    let mut parts: Vec<Part> =
+        complete_parts(work)?.into_iter().map(|part| absorb(&mut frequencies, part)).collect();
     let resume_at = parts.last().map(|part| part.sidecar.end);
     let columns = ColumnMap::from_pairs(&config.column_map)?;
     let mut builder = PartBuilder::new(parts.len(), tokenizer.vocab_size());
@@ -76,7 +87,8 @@ pub(super) fn run(
                 builder.push(outcome);
                 if builder.pairs.len() == config.shard_rows {
                     let next = PartBuilder::new(parts.len() + 1, tokenizer.vocab_size());
-                    parts.push(std::mem::replace(&mut builder, next).finish(work, None)?);
+                    let part = std::mem::replace(&mut builder, next).finish(work, None)?;
+                    parts.push(absorb(&mut frequencies, part));
                 }
             }
             progress(counts.progress())?;
@@ -85,9 +97,16 @@ pub(super) fn run(
     if builder.rows_read > 0 {
         let past_the_end =
             RowSource { file: u32::try_from(files.len()).map_err(|_| too_many_files())?, row: 0 };
-        parts.push(builder.finish(work, Some(past_the_end))?);
+        parts.push(absorb(&mut frequencies, builder.finish(work, Some(past_the_end))?));
     }
-    Ok(parts)
+    Ok(Tokenized { parts, frequencies })
+}
+
+/// Adds a part's frequencies to the running total and frees them.
+fn absorb(total: &mut DocumentFrequency, mut part: Part) -> Part {
+    total.merge(&part.sidecar.frequencies);
+    part.sidecar.frequencies = DocumentFrequency::default();
+    part
 }
 
 fn prepare_batch(

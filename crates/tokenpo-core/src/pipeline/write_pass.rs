@@ -64,18 +64,15 @@ pub(super) struct RunRecord<'a> {
 /// Runs pass 2 over the parts of pass 1 and writes the quarantine file and the manifest.
 pub(super) fn run(
     parts: &[Part],
+    frequencies: &DocumentFrequency,
     out: &Path,
     config: &PrepConfig,
     run: RunRecord<'_>,
     progress: &mut dyn FnMut(Progress) -> Result<()>,
 ) -> Result<Manifest> {
-    let mut frequencies = DocumentFrequency::new(run.tokenizer.vocab_size());
-    for part in parts {
-        frequencies.merge(&part.sidecar.frequencies);
-    }
     let (difficulty_source, scale) = difficulty_scale(parts)?;
     let weighting = Weighting {
-        frequencies: &frequencies,
+        frequencies,
         importance: &config.importance,
         scale: &scale,
         source: difficulty_source,

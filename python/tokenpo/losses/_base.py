@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from tokenpo.losses._ops import masked_sum, safe_divide
-from tokenpo.losses.batch import LossOutput, PairLogps, Side
+from tokenpo.losses.batch import LossOutput, PairLogps, Side, float_mask
 
 __all__ = ["PairLoss", "PairTerms", "SideStats", "TermsLoss", "finish", "side_stats"]
 
@@ -31,6 +31,9 @@ class SideStats:
     """``Σ_t m_t ℓ_t`` per row, ``[B]``, with gradient unless computed for metrics only."""
     ref_logps: Tensor | None
     """``Σ_t m_t ℓ^ref_t`` per row, ``[B]``, or ``None`` when the loss is reference-free."""
+    token_log_ratio: Tensor | None = None
+    """``ρ_t = ℓ_t − ℓ^ref_t``, ``[B, T]``, detached, when the loss computed it anyway (the
+    diff-margin metric then reuses it instead of subtracting again)."""
 
     @property
     def log_ratio(self) -> Tensor:
@@ -165,13 +168,13 @@ def _diff_margins(terms: PairTerms) -> tuple[Tensor, Tensor]:
     for side, stats in zip(terms.sides, (terms.chosen, terms.rejected), strict=True):
         score, total = side.policy, stats.logps
         if side.ref is not None:
-            score = score - side.ref
+            score = score - side.ref if stats.token_log_ratio is None else stats.token_log_ratio
             ref_total = stats.ref_logps
             total = total - (
                 masked_sum(side.ref, side.mask_float) if ref_total is None else ref_total
             )
         diff = side.need("diff", by="the diff-margin metric")
-        diff_sums.append(masked_sum(score, side.mask_float * diff))
+        diff_sums.append(masked_sum(score, float_mask(side.mask & diff, score.dtype)))
         all_sums.append(total)
     diff_margin = diff_sums[0] - diff_sums[1]
     return diff_margin, (all_sums[0] - all_sums[1]) - diff_margin

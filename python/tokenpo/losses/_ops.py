@@ -9,15 +9,29 @@ not NaN.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 from torch.nn.functional import logsigmoid
 
-__all__ = ["logistic_loss", "masked_mean", "masked_sum", "safe_divide"]
+__all__ = ["below", "logistic_loss", "masked_mean", "masked_sum", "safe_divide"]
 
 
 def masked_sum(values: Tensor, mask_float: Tensor) -> Tensor:
     """``Σ_t mask_t · values_t`` over the last dimension: ``[B, T] -> [B]``."""
     return (values * mask_float).sum(-1)
+
+
+def below(values: Tensor, threshold: Tensor | float) -> Tensor:
+    """``1[values < threshold]`` as 0/1 in the dtype and shape of ``values``, no gradient.
+
+    ``threshold`` must broadcast to ``values`` (a scalar, or ``[B, 1]`` against ``[B, T]``).
+    The comparison writes floats directly: on CPU a ``bool`` result and its conversion cost
+    several times more than the comparison itself.
+    """
+    values = values.detach()
+    if isinstance(threshold, Tensor):
+        threshold = threshold.detach()
+    return torch.lt(values, threshold, out=torch.empty_like(values))
 
 
 def safe_divide(numerator: Tensor, denominator: Tensor) -> Tensor:

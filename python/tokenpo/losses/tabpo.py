@@ -16,12 +16,12 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
-from tokenpo.losses._base import PairLoss, PairTerms, side_stats
-from tokenpo.losses._ops import logistic_loss, masked_sum
+from tokenpo.losses._base import PairLoss, PairTerms, SideStats
+from tokenpo.losses._ops import below, logistic_loss, masked_sum
 from tokenpo.losses.batch import PairLogps, Side
 from tokenpo.losses.config import check_bool, check_choice, check_number
 
-__all__ = ["TABPO", "masked_weights"]
+__all__ = ["TABPO", "MaskedWeights", "masked_weights"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -62,59 +62,97 @@ class TABPO(PairLoss):
 
     def terms(self, batch: PairLogps, /) -> PairTerms:
         chosen_side, rejected_side = batch.sides()
-        chosen_weight, chosen_scale = masked_weights(chosen_side)
-        chosen_score = self._score(chosen_side, chosen_weight, chosen_scale)
-        rejected_score = self._score(rejected_side, *masked_weights(rejected_side))
+        # One side after the other, each while its tensors are still in cache.
+        chosen_weights = masked_weights(chosen_side)
+        chosen_score, chosen = self._score(chosen_side, chosen_weights)
+        # A comparison: the gate carries no gradient. It is 0/1 on every position here and is
+        # masked by the weights (0 on padding); the gated-token count masks it explicitly.
+        gate = below(chosen_side.policy, math.log(self.tau))
+        gated_tokens = torch.dot(gate.reshape(-1), chosen_side.mask_float.reshape(-1))
+        barrier = self._barrier(chosen_side, gate.mul_(chosen_weights.weight), chosen_weights)
+        rejected_score, rejected = self._score(rejected_side, masked_weights(rejected_side))
         preference = logistic_loss(self.beta * (chosen_score - rejected_score))
-        # A comparison: the gate carries no gradient. chosen_weight is already 0 on padding.
-        gate = (chosen_side.policy.detach() < math.log(self.tau)) & chosen_side.mask
-        barrier = self._barrier(chosen_side, chosen_weight * gate, chosen_scale)
-        chosen = side_stats(chosen_side, by=None, grad=False)
         return PairTerms(
-            per_pair=preference + self.barrier_weight * barrier,
+            per_pair=torch.add(preference, barrier, alpha=self.barrier_weight),
             chosen_reward=self.beta * chosen_score.detach(),
             rejected_reward=self.beta * rejected_score.detach(),
             chosen=chosen,
-            rejected=side_stats(rejected_side, by=None, grad=False),
+            rejected=rejected,
             sides=(chosen_side, rejected_side),
             metrics={
                 "tabpo/preference": preference.detach(),
                 "tabpo/barrier": barrier.detach(),
-                "tabpo/gate_share": gate.sum() / chosen.count.sum().clamp(min=1.0),
+                "tabpo/gate_share": gated_tokens / chosen.count.sum().clamp(min=1.0),
             },
         )
 
-    def _score(self, side: Side, weight: Tensor, scale: Tensor) -> Tensor:
-        """``s(y) − s_ref(y)`` of each row, ``[B]``.
+    def _score(self, side: Side, weights: MaskedWeights) -> tuple[Tensor, SideStats]:
+        """``s(y) − s_ref(y)`` of each row, ``[B]``, and the side's sums for the metrics.
 
-        ``Σ_t m w̃ ρ = scale · Σ_t (m w) ρ``, so ``w̃`` is never materialised; the reference
-        part is summed without autograd.
+        ``Σ_t m w̃ ρ = scale · Σ_t (m w) ρ``, so ``w̃`` is never materialised; with
+        ``length_norm``, ``scale / max(1, n) = 1 / max(Σ_t m w, 1e-6)``. ``ρ`` is computed once
+        and reused (detached) by the diff-margin metric.
         """
-        with torch.no_grad():
-            ref = masked_sum(side.need("ref", by=self.name), weight)
-        total = scale * (masked_sum(side.policy, weight) - ref)
-        if not self.length_norm:
-            return total
-        return total / side.mask_float.sum(-1).clamp(min=1.0)
+        ref = side.need("ref", by=self.name)
+        token_log_ratio = side.policy - ref
+        total = masked_sum(token_log_ratio, weights.weight)
+        if self.length_norm:
+            score = total / weights.total.clamp(min=1e-6)
+        else:
+            score = total if weights.scale is None else weights.scale * total
+        # The unweighted sums the metrics log, without autograd.
+        logps = masked_sum(side.policy.detach(), side.mask_float)
+        ref_logps = masked_sum(ref.detach(), side.mask_float)
+        stats = SideStats(
+            count=weights.count,
+            logps=logps,
+            ref_logps=ref_logps,
+            token_log_ratio=token_log_ratio.detach(),
+        )
+        return score, stats
 
-    def _barrier(self, side: Side, gated_weight: Tensor, scale: Tensor) -> Tensor:
+    def _barrier(self, side: Side, gated_weight: Tensor, weights: MaskedWeights) -> Tensor:
         """``Σ g w̃ b / max(1, Σ g w̃)`` of each row, ``[B]``, from ``gated_weight = g·m·w``."""
         if self.barrier == "nll":
-            numerator = -masked_sum(side.policy, gated_weight)
+            numerator, sign = masked_sum(side.policy, gated_weight), -1.0
         else:
             excess = torch.relu(side.need("ref", by=self.name) - side.policy)
-            numerator = masked_sum(excess, gated_weight)
-        return scale * numerator / (scale * gated_weight.sum(-1)).clamp(min=1.0)
+            numerator, sign = masked_sum(excess, gated_weight), 1.0
+        # The gate and the weights carry no gradient: one factor per row, then one product.
+        denominator = gated_weight.sum(-1)
+        if weights.scale is None:
+            factor = denominator.clamp_(min=1.0).reciprocal_()
+        else:
+            factor = (weights.scale * denominator).clamp_(min=1.0).reciprocal_().mul_(weights.scale)
+        return numerator * factor.mul_(sign)
 
 
-def masked_weights(side: Side) -> tuple[Tensor, Tensor]:
-    """``(m·w, scale)``: prep's weights on the completion tokens, and the per-row factor that
-    renormalises them to mean 1, ``w̃ = scale · w`` with ``scale = n / max(Σ_t m w, 1e-6)``.
+@dataclass(frozen=True, slots=True)
+class MaskedWeights:
+    """Prep's token weights on the completion tokens of one side, and their row sums."""
 
-    Without weights: ``(m, 1)``. The clamps (``n`` at 1, the sum at 1e-6) are the authors'.
+    weight: Tensor
+    """``m·w``, ``[B, T]`` (``m`` when the batch has no weights)."""
+    total: Tensor
+    """``Σ_t m w``, ``[B]``."""
+    count: Tensor
+    """``n = Σ_t m``, ``[B]`` (unclamped)."""
+    scale: Tensor | None
+    """``max(1, n) / max(Σ_t m w, 1e-6)``, ``[B]``, the factor with ``w̃ = scale · w``;
+    ``None`` without weights (``w̃ ≡ 1``)."""
+
+
+def masked_weights(side: Side) -> MaskedWeights:
+    """Prep's weights on the completion tokens and the per-row factor that renormalises them
+    to mean 1, ``w̃ = scale · w`` with ``scale = n / max(Σ_t m w, 1e-6)``.
+
+    Without weights: ``m`` and no scale. The clamps (``n`` at 1, the sum at 1e-6) are the
+    authors'.
     """
+    count = side.mask_float.sum(-1)
     if side.weight is None:
-        return side.mask_float, torch.ones_like(side.mask_float[:, 0])
+        return MaskedWeights(weight=side.mask_float, total=count, count=count, scale=None)
     weight = side.weight * side.mask_float
-    count = side.mask_float.sum(-1).clamp(min=1.0)
-    return weight, count / weight.sum(-1).clamp(min=1e-6)
+    total = weight.sum(-1)
+    scale = count.clamp(min=1.0) / total.clamp(min=1e-6)
+    return MaskedWeights(weight=weight, total=total, count=count, scale=scale)

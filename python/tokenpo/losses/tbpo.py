@@ -139,8 +139,8 @@ class TBPOA(_TBPOParams, PairLoss):
             squares = mean_ratio.new_zeros(())
             for side in sides:
                 centred = side.policy - side.need("ref", by=self.name)
-                centred.sub_(mean_ratio).mul_(side.mask_float)
-                squares += torch.linalg.vecdot(centred, centred).sum()
+                centred = centred.sub_(mean_ratio).mul_(side.mask_float).reshape(-1)
+                squares += torch.dot(centred, centred)
             return self.beta * mean_ratio, self.beta * (squares / count).sqrt()
 
 

@@ -13,8 +13,8 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
-from tokenpo.losses._base import PairLoss, PairTerms, side_stats
-from tokenpo.losses._ops import logistic_loss, masked_mean, masked_sum
+from tokenpo.losses._base import PairLoss, PairTerms, SideStats, side_stats
+from tokenpo.losses._ops import below, logistic_loss, masked_sum, safe_divide
 from tokenpo.losses.batch import PairLogps, Side
 from tokenpo.losses.config import check_choice, check_number
 
@@ -152,12 +152,8 @@ class ConfPO(PairLoss):
 
     def terms(self, batch: PairLogps, /) -> PairTerms:
         chosen_side, rejected_side = batch.sides()
-        chosen_critical = critical_tokens(chosen_side)
-        rejected_critical = critical_tokens(rejected_side)
-        chosen_score = self.beta * masked_mean(chosen_side.policy, chosen_critical)
-        rejected_score = self.beta * masked_mean(rejected_side.policy, rejected_critical)
-        chosen = side_stats(chosen_side, by=None, grad=False)
-        rejected = side_stats(rejected_side, by=None, grad=False)
+        chosen_score, chosen, chosen_critical = self._score(chosen_side)
+        rejected_score, rejected, rejected_critical = self._score(rejected_side)
         critical_share = (chosen_critical.sum() + rejected_critical.sum()) / (
             chosen.count.sum() + rejected.count.sum()
         ).clamp(min=1.0)
@@ -171,13 +167,25 @@ class ConfPO(PairLoss):
             metrics={"confpo/critical_share": critical_share},
         )
 
+    def _score(self, side: Side) -> tuple[Tensor, SideStats, Tensor]:
+        """``β S`` of each row, the side's sums, and its critical-token count per row."""
+        count = side.mask_float.sum(-1)
+        critical = critical_tokens(side, count=count)
+        critical_count = critical.sum(-1)
+        score = masked_sum(side.policy, critical) * (self.beta / critical_count.clamp(min=1.0))
+        logps = masked_sum(side.policy.detach(), side.mask_float)
+        stats = SideStats(count=count, logps=logps, ref_logps=None)
+        return score, stats, critical_count
 
-def critical_tokens(side: Side) -> Tensor:
+
+def critical_tokens(side: Side, *, count: Tensor | None = None) -> Tensor:
     """ConfPO's selection as a 0/1 float mask: tokens less likely than their completion's mean.
 
-    Computed without autograd: the selection passes no gradient.
+    Computed without autograd: the selection passes no gradient. ``count`` is the side's
+    token count per row (``Σ_t m_t``), when the caller has it already.
     """
-    with torch.no_grad():
-        prob = side.policy.exp()
-        below_mean = prob < masked_mean(prob, side.mask_float).unsqueeze(-1)
-        return side.mask_float * below_mean
+    if count is None:
+        count = side.mask_float.sum(-1)
+    prob = side.policy.detach().exp()
+    mean = safe_divide(masked_sum(prob, side.mask_float), count)
+    return below(prob, mean.unsqueeze(-1)).mul_(side.mask_float)

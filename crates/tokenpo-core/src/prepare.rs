@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::diff::{DiffOptions, DiffScratch, DiffStats, diff_into};
 use crate::difficulty::separation_key;
-use crate::importance::classify_tokens;
+use crate::importance::{TEXT, classify_bytes, token_classes};
 use crate::io::checksum::to_hex;
 use crate::pair::{Message, Quarantined, RawPair, RowSource, Turns};
 use crate::tokenize::{Encoded, PairTokenizer};
@@ -170,12 +170,13 @@ pub fn prepare(
             context.tokenizer.encode_prompt(&rendered.prompt).map_err(|e| reject("prompt", e))?.ids
         }
     };
-    let mut chosen =
-        context.tokenizer.encode_completion(&rendered.chosen).map_err(|e| reject("chosen", e))?;
-    let mut rejected = context
-        .tokenizer
-        .encode_completion(&rendered.rejected)
-        .map_err(|e| reject("rejected", e))?;
+    let chosen_bytes = classify_bytes(&rendered.chosen, context.value_keys);
+    let rejected_bytes = classify_bytes(&rendered.rejected, context.value_keys);
+    let encode = |text: &str, bytes: &Option<Vec<u8>>, field: &str| {
+        context.tokenizer.encode_completion(text, bytes.is_some()).map_err(|e| reject(field, e))
+    };
+    let mut chosen = encode(&rendered.chosen, &chosen_bytes, "chosen")?;
+    let mut rejected = encode(&rendered.rejected, &rejected_bytes, "rejected")?;
     let truncated = match context.limit {
         Some(limit) => {
             fit(&mut prompt, &mut chosen, &mut rejected, limit).map_err(|e| reject("prompt", e))?
@@ -188,8 +189,8 @@ pub fn prepare(
             "chosen and rejected are identical after tokenization".into(),
         ));
     }
-    let mut chosen_side = side(&rendered.chosen, chosen, context.value_keys);
-    let mut rejected_side = side(&rendered.rejected, rejected, context.value_keys);
+    let mut chosen_side = side(chosen, chosen_bytes.as_deref());
+    let mut rejected_side = side(rejected, rejected_bytes.as_deref());
     let stats = diff_into(
         &chosen_side.ids,
         &rejected_side.ids,
@@ -217,8 +218,13 @@ pub fn prepare(
     })
 }
 
-fn side(text: &str, encoded: Encoded, value_keys: &[String]) -> PreparedSide {
-    let class = classify_tokens(text, &encoded.offsets, value_keys);
+/// A completion's tokens with their classes: from the byte classes when the text holds
+/// JSON (then the tokens have offsets), else all [`TEXT`].
+fn side(encoded: Encoded, byte_classes: Option<&[u8]>) -> PreparedSide {
+    let class = match byte_classes {
+        Some(byte_classes) => token_classes(byte_classes, &encoded.offsets),
+        None => vec![TEXT; encoded.ids.len()],
+    };
     PreparedSide { diff: vec![0; encoded.ids.len()], ids: encoded.ids, class }
 }
 

@@ -18,13 +18,13 @@ use crate::pair::Message;
 /// Tokens that commonly end a sequence, tried in order when no config names the EOS.
 const EOS_CANDIDATES: [&str; 5] = ["<|endoftext|>", "</s>", "<|im_end|>", "<eos>", "<|eot_id|>"];
 
-/// Token ids and the byte span of each token in the encoded text. Tokens that are not in
-/// the text (an appended EOS) have an empty span.
+/// Token ids and, when asked for, the byte span of each token in the encoded text. Tokens
+/// that are not in the text (an appended EOS) have an empty span.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Encoded {
     /// Token ids.
     pub ids: Vec<u32>,
-    /// Byte offsets `(start, end)` into the text, one per token.
+    /// Byte offsets `(start, end)` into the text, one per token; empty when not asked for.
     pub offsets: Vec<(usize, usize)>,
 }
 
@@ -116,26 +116,44 @@ impl PairTokenizer {
         self.template.is_some()
     }
 
-    /// Encodes a prompt with the model's special tokens (a BOS, when its post-processor adds one).
+    /// Encodes a prompt with the model's special tokens (a BOS, when its post-processor adds
+    /// one). No offsets: nothing classifies prompt tokens.
     pub fn encode_prompt(&self, text: &str) -> std::result::Result<Encoded, String> {
-        self.encode(text, true)
+        self.encode(text, true, false)
     }
 
     /// Encodes a completion without special tokens, then appends the EOS unless the text
-    /// already ends with it (chat templates often close the turn with it).
-    pub fn encode_completion(&self, text: &str) -> std::result::Result<Encoded, String> {
-        let mut encoded = self.encode(text, false)?;
+    /// already ends with it (chat templates often close the turn with it). Byte offsets
+    /// only `with_offsets`: tracking them costs the tokenizer a good share of its time.
+    pub fn encode_completion(
+        &self,
+        text: &str,
+        with_offsets: bool,
+    ) -> std::result::Result<Encoded, String> {
+        let mut encoded = self.encode(text, false, with_offsets)?;
         if encoded.ids.last() != Some(&self.eos_id) {
             encoded.ids.push(self.eos_id);
-            encoded.offsets.push((text.len(), text.len()));
+            if with_offsets {
+                encoded.offsets.push((text.len(), text.len()));
+            }
         }
         Ok(encoded)
     }
 
-    fn encode(&self, text: &str, add_special_tokens: bool) -> std::result::Result<Encoded, String> {
-        let encoding =
-            self.tokenizer.encode(text, add_special_tokens).map_err(|error| error.to_string())?;
-        Ok(Encoded { ids: encoding.get_ids().to_vec(), offsets: encoding.get_offsets().to_vec() })
+    fn encode(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+        with_offsets: bool,
+    ) -> std::result::Result<Encoded, String> {
+        let encoding = if with_offsets {
+            self.tokenizer.encode(text, add_special_tokens)
+        } else {
+            self.tokenizer.encode_fast(text, add_special_tokens)
+        }
+        .map_err(|error| error.to_string())?;
+        let offsets = if with_offsets { encoding.get_offsets().to_vec() } else { Vec::new() };
+        Ok(Encoded { ids: encoding.get_ids().to_vec(), offsets })
     }
 
     /// Renders the prompt messages with the chat template, ready for the assistant's turn.

@@ -18,7 +18,7 @@ mod json;
 
 pub use config::ImportanceConfig;
 pub use frequency::DocumentFrequency;
-pub use json::{MAX_DEPTH, classify_bytes, classify_tokens};
+pub use json::{MAX_DEPTH, classify_bytes, classify_tokens, token_classes};
 
 /// Class of a token outside any JSON: the completion holds no JSON, or the token lies in
 /// the text around it (a chat template's end marker, a sentence before the JSON).

@@ -36,7 +36,14 @@ pub fn classify_tokens(text: &str, offsets: &[(usize, usize)], value_keys: &[Str
     let Some(byte_classes) = classify_bytes(text, value_keys) else {
         return vec![TEXT; offsets.len()];
     };
-    offsets.iter().map(|&(start, end)| token_class(&byte_classes, start, end)).collect()
+    token_classes(&byte_classes, offsets)
+}
+
+/// The class of each token from the byte classes of [`classify_bytes`]: for callers that
+/// classify first and ask the tokenizer for offsets only when the text holds JSON.
+#[must_use]
+pub fn token_classes(byte_classes: &[u8], offsets: &[(usize, usize)]) -> Vec<u8> {
+    offsets.iter().map(|&(start, end)| token_class(byte_classes, start, end)).collect()
 }
 
 /// The class of each byte of `text`, or `None` when it holds no JSON.

@@ -16,8 +16,8 @@ use arrow_ipc::reader::FileReader;
 use arrow_ipc::writer::FileWriter;
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use arrow_select::concat::concat_batches;
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
@@ -164,21 +164,70 @@ fn write_ipc(
 
 /// Reads a whole shard back as one record batch.
 pub fn read_shard(path: &Path) -> Result<RecordBatch> {
+    read_shard_columns(path, None)
+}
+
+/// Reads the named columns of a shard (all of them for `None`) as one record batch, so
+/// callers that need a column or two do not decode the token lists. The schema, metadata
+/// included, is the file's even when it holds no rows.
+pub fn read_shard_columns(path: &Path, columns: Option<&[&str]>) -> Result<RecordBatch> {
     let unreadable = |error: &dyn std::fmt::Display| Error::File {
         file: path.to_owned(),
         reason: error.to_string(),
     };
-    let file = File::open(path).map_err(|error| Error::io(path, &error))?;
-    let batches: Vec<RecordBatch> = if path.extension().is_some_and(|ext| ext == "parquet") {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| unreadable(&e))?;
-        let reader = reader.build().map_err(|e| unreadable(&e))?;
-        reader.collect::<std::result::Result<_, ArrowError>>().map_err(|e| unreadable(&e))?
-    } else {
-        let reader = FileReader::try_new(file, None).map_err(|e| unreadable(&e))?;
-        reader.collect::<std::result::Result<_, ArrowError>>().map_err(|e| unreadable(&e))?
+    let open = || File::open(path).map_err(|error| Error::io(path, &error));
+    let project = |file_schema: &Schema| -> Result<(Option<Vec<usize>>, SchemaRef)> {
+        let Some(names) = columns else { return Ok((None, Arc::new(file_schema.clone()))) };
+        let indices = column_indices(file_schema, names, path)?;
+        // Schema::project keeps the metadata (the fingerprint lives there), which the
+        // readers' own projected schemas may drop.
+        let schema = file_schema.project(&indices).map_err(|e| unreadable(&e))?;
+        Ok((Some(indices), Arc::new(schema)))
     };
-    let schema = batches.first().map_or_else(|| Arc::new(Schema::empty()), RecordBatch::schema);
+    let (schema, batches) = if path.extension().is_some_and(|ext| ext == "parquet") {
+        let mut builder =
+            ParquetRecordBatchReaderBuilder::try_new(open()?).map_err(|e| unreadable(&e))?;
+        let (indices, schema) = project(builder.schema())?;
+        if let Some(indices) = indices {
+            let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
+            builder = builder.with_projection(mask);
+        }
+        let reader = builder.build().map_err(|e| unreadable(&e))?;
+        (schema, reader.collect::<std::result::Result<Vec<_>, ArrowError>>())
+    } else {
+        let file_schema = FileReader::try_new(open()?, None).map_err(|e| unreadable(&e))?.schema();
+        let (indices, schema) = project(&file_schema)?;
+        let reader = FileReader::try_new(open()?, indices).map_err(|e| unreadable(&e))?;
+        (schema, reader.collect::<std::result::Result<Vec<_>, ArrowError>>())
+    };
+    let columns: Vec<Vec<ArrayRef>> = batches
+        .map_err(|e| unreadable(&e))?
+        .into_iter()
+        .map(|batch| batch.columns().to_vec())
+        .collect();
+    let batches = columns
+        .into_iter()
+        .map(|columns| RecordBatch::try_new(schema.clone(), columns))
+        .collect::<std::result::Result<Vec<_>, ArrowError>>()
+        .map_err(|e| unreadable(&e))?;
     concat_batches(&schema, &batches).map_err(|e| unreadable(&e))
+}
+
+/// Indices of `names` in `schema`, in file order (readers return projected columns so).
+fn column_indices(schema: &Schema, names: &[&str], path: &Path) -> Result<Vec<usize>> {
+    names
+        .iter()
+        .map(|name| {
+            schema.index_of(name).map_err(|_| Error::File {
+                file: path.to_owned(),
+                reason: format!("shard has no column '{name}'"),
+            })
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(|mut indices| {
+            indices.sort_unstable();
+            indices
+        })
 }
 
 /// Size and checksum of a written file.
@@ -217,4 +266,41 @@ pub fn temporary_path(path: &Path) -> PathBuf {
 
 fn arrow_error(error: ArrowError) -> Error {
     Error::Arrow { location: crate::error::Location::default(), source: error }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use arrow_array::{Int32Array, StringArray};
+
+    use super::*;
+
+    fn batch_with_metadata() -> RecordBatch {
+        let schema = Schema::new_with_metadata(
+            vec![Field::new("id", DataType::Utf8, false), Field::new("n", DataType::Int32, false)],
+            HashMap::from([("key".to_owned(), "value".to_owned())]),
+        );
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec!["a", "b", "c"])),
+            Arc::new(Int32Array::from(vec![1, 2, 3])),
+        ];
+        RecordBatch::try_new(Arc::new(schema), columns).unwrap()
+    }
+
+    #[test]
+    fn a_projected_read_keeps_rows_and_metadata_in_both_formats() {
+        let dir = tempfile::tempdir().unwrap();
+        for format in [ShardFormat::Parquet, ShardFormat::Ipc] {
+            let path = dir.path().join(format!("shard.{}", format.extension()));
+            write_atomically(&batch_with_metadata(), &path, format).unwrap();
+            let projected = read_shard_columns(&path, Some(&["n"])).unwrap();
+            assert_eq!(projected.num_rows(), 3);
+            assert_eq!(projected.num_columns(), 1);
+            assert_eq!(projected.schema().metadata().get("key").map(String::as_str), Some("value"));
+            assert_eq!(read_shard(&path).unwrap(), batch_with_metadata());
+            let error = read_shard_columns(&path, Some(&["missing"])).unwrap_err().to_string();
+            assert!(error.contains("shard has no column 'missing'"), "{error}");
+        }
+    }
 }

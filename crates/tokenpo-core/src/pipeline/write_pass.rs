@@ -20,7 +20,7 @@ use crate::io::manifest::{
     FileRecord, Manifest, SCHEMA_VERSION, ShardRecord, Summary, TokenizerRecord,
     write_text_atomically,
 };
-use crate::io::shard::{digest_file, read_shard, write_atomically};
+use crate::io::shard::{digest_file, read_shard, read_shard_columns, write_atomically};
 use crate::token_lists::list_rows;
 use crate::tokenize::PairTokenizer;
 
@@ -123,11 +123,10 @@ fn difficulty_scale(parts: &[Part]) -> Result<(DifficultySource, RankScale)> {
     let mut margins = Vec::new();
     let mut separations = Vec::new();
     for part in parts.iter().filter(|part| part.sidecar.pairs > 0) {
-        let batch = read_shard(&part.data)?;
-        let margin = batch_column(&batch, "score_margin")?.as_primitive::<Float32Type>().clone();
+        let batch = read_shard_columns(&part.data, Some(&["score_margin", "difficulty_key"]))?;
+        let margin = batch_column(&batch, "score_margin")?.as_primitive::<Float32Type>();
         margins.extend(margin.iter().map(|value| value.map(f64::from)));
-        let separation =
-            batch_column(&batch, "difficulty_key")?.as_primitive::<Float64Type>().clone();
+        let separation = batch_column(&batch, "difficulty_key")?.as_primitive::<Float64Type>();
         separations.extend(separation.values().iter().copied());
     }
     let all_scored: Option<Vec<f64>> = margins.into_iter().collect();
@@ -234,7 +233,7 @@ fn batch_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> 
 /// it was written by this very run configuration and holds the expected rows.
 fn is_complete(path: &Path, rows: u64, fingerprint: &str) -> bool {
     path.is_file()
-        && read_shard(path).is_ok_and(|batch| {
+        && read_shard_columns(path, Some(&["pair_id"])).is_ok_and(|batch| {
             batch.num_rows() as u64 == rows
                 && batch.schema().metadata().get(FINGERPRINT_KEY).map(String::as_str)
                     == Some(fingerprint)

@@ -196,10 +196,7 @@ def prep(
 
 
 def token_class_name(token_class: int, importance: dict[str, Any]) -> str:
-    """Readable name of a token class of the ``*_class`` columns."""
-    names = {0: "text", 1: "scaffolding", 2: "key", 3: "value"}
-    if token_class in names:
-        return names[token_class]
-    keys = sorted(importance.get("value_keys", {}))
-    index = token_class - 4
-    return f"value:{keys[index]}" if index < len(keys) else f"class {token_class}"
+    """Readable name of a token class of the ``*_class`` columns: ``text``, ``scaffolding``,
+    ``key``, ``value`` or ``value:<key>``, for a run's importance coefficients (the names
+    come from the Rust classifier, so the two never disagree)."""
+    return _native.token_class_name(token_class, json.dumps(importance))

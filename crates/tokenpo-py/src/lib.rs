@@ -22,5 +22,6 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(diff::diff_batch, module)?)?;
     module.add_function(wrap_pyfunction!(prep::prep, module)?)?;
     module.add_function(wrap_pyfunction!(prep::importance_preset, module)?)?;
+    module.add_function(wrap_pyfunction!(prep::token_class_name, module)?)?;
     Ok(())
 }

@@ -75,3 +75,13 @@ pub fn importance_preset(name: &str) -> Result<String, NativeError> {
         NativeError(Error::Config { field: "importance".into(), reason: error.to_string() })
     })
 }
+
+/// The readable name of a token class of the `*_class` columns, for a run's importance
+/// coefficients as JSON (the manifest's `config.importance`).
+#[pyfunction]
+pub fn token_class_name(token_class: u8, importance_json: &str) -> Result<String, NativeError> {
+    let config: ImportanceConfig = serde_json::from_str(importance_json).map_err(|error| {
+        NativeError(Error::Config { field: "importance".into(), reason: error.to_string() })
+    })?;
+    Ok(tokenpo_core::importance::class_name(token_class, &config))
+}

@@ -1,0 +1,1 @@
+"""The training stage: the config, the FSDP2 training loop, checkpoints and metrics."""

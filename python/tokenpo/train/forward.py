@@ -1,0 +1,120 @@
+"""One forward pass of a causal LM over a :class:`~tokenpo.data.collate.PackedBatch`.
+
+The decoder runs over the packed rows; the LM head then runs only at the positions that
+predict completion tokens (never over prompts or padding), which is most of the saving on
+long prompts and large vocabularies. Works with any model that has ``get_decoder()`` and
+``get_output_embeddings()``: every ``transformers`` causal LM and the built-in GPT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from tokenpo.data.collate import PackedBatch
+
+__all__ = ["CompletionScorer", "Scores"]
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """Per-token outputs for the completion tokens of ``B`` pairs, ``[B, T, ...]``."""
+
+    chosen: Tensor
+    """Log-prob of each chosen token, float32 ``[B, T]``; 0 on padding."""
+    rejected: Tensor
+    """Log-prob of each rejected token, float32 ``[B, T]``."""
+    chosen_logits: Tensor | None = None
+    """Log-softmax over the vocabulary at each chosen token, ``[B, T, V]`` (tdpo)."""
+    rejected_logits: Tensor | None = None
+    """``[B, T, V]``."""
+    chosen_hidden: Tensor | None = None
+    """Last hidden state at the position predicting each chosen token, ``[B, T, H]``
+    (tbpo_q's value head)."""
+    rejected_hidden: Tensor | None = None
+    """``[B, T, H]``."""
+
+
+class CompletionScorer(nn.Module):
+    """Wraps a causal LM so one call gives completion log-probs in the loss layout.
+
+    The trainer shards this wrapper as the FSDP2 root (each decoder block first), so a call
+    through :meth:`forward` gathers the embedding, final norm and head like the model's own
+    forward would. Its inputs are integer and bool tensors only: mixed precision casts the
+    root's floating inputs, and nothing here should be rounded.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def score(self, batch: PackedBatch, *, logits: bool = False, hidden: bool = False) -> Scores:
+        """Log-probs of ``batch``'s completion tokens; ``logits``/``hidden`` add the
+        full-vocabulary log-softmax and the hidden states over the padded ``[B, T]`` grid."""
+        result: Scores = self(
+            batch.input_ids,
+            batch.position_ids,
+            batch.attention_mask,
+            (batch.chosen_index, batch.chosen_ids, batch.chosen_mask),
+            (batch.rejected_index, batch.rejected_ids, batch.rejected_mask),
+            logits=logits,
+            hidden=hidden,
+        )
+        return result
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        position_ids: Tensor,
+        attention_mask: Tensor | None,
+        chosen: tuple[Tensor, Tensor, Tensor],
+        rejected: tuple[Tensor, Tensor, Tensor],
+        *,
+        logits: bool = False,
+        hidden: bool = False,
+    ) -> Scores:
+        """See :meth:`score`; ``chosen``/``rejected`` are ``(index, ids, mask)``."""
+        decoder: nn.Module = self.model.get_decoder()  # type: ignore[operator]
+        states = decoder(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+        ).last_hidden_state
+        flat_states = states.flatten(0, 1)
+        head: nn.Module = self.model.get_output_embeddings()  # type: ignore[operator]
+        sides = [
+            _side_scores(flat_states, head, *side, logits=logits, hidden=hidden)
+            for side in (chosen, rejected)
+        ]
+        return Scores(
+            chosen=sides[0][0],
+            rejected=sides[1][0],
+            chosen_logits=sides[0][1],
+            rejected_logits=sides[1][1],
+            chosen_hidden=sides[0][2],
+            rejected_hidden=sides[1][2],
+        )
+
+
+def _side_scores(
+    flat_states: Tensor,
+    head: nn.Module,
+    index: Tensor,
+    ids: Tensor,
+    mask: Tensor,
+    *,
+    logits: bool,
+    hidden: bool,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    if logits or hidden:
+        states = flat_states[index]
+        log_softmax = head(states).float().log_softmax(-1)
+        token_logps = log_softmax.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+        token_logps = torch.where(mask, token_logps, 0.0)
+        return token_logps, log_softmax if logits else None, states if hidden else None
+    # Only real tokens go through the head: [N, H] -> [N, V], N = tokens in the batch.
+    token_logits = head(flat_states[index[mask]]).float()
+    targets = ids[mask].unsqueeze(-1)
+    values = token_logits.gather(-1, targets).squeeze(-1) - token_logits.logsumexp(-1)
+    token_logps = values.new_zeros(mask.shape).index_put((mask,), values)
+    return token_logps, None, None

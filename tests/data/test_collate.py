@@ -17,6 +17,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from tokenpo.data.collate import collate
 from tokenpo.data.dataset import PairRows, Ragged
 from tokenpo.exceptions import InputError
+from tokenpo.models import GPT, GPTConfig
 from tokenpo.train.forward import CompletionScorer
 
 VOCAB = 40
@@ -58,20 +59,22 @@ def make_rows(pairs: list[tuple[list[int], list[int], list[int]]]) -> PairRows:
     )
 
 
-@pytest.fixture(scope="module")
-def llama() -> LlamaForCausalLM:
+@pytest.fixture(scope="module", params=["llama", "gpt"])
+def model(request: pytest.FixtureRequest) -> torch.nn.Module:
+    """A transformers Llama built from a config, and the built-in GPT (with GQA both)."""
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        attn_implementation="sdpa",
-    )
-    return LlamaForCausalLM(config).eval()
+    sizes = {
+        "vocab_size": VOCAB,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 128,
+    }
+    if request.param == "gpt":
+        return GPT.from_config(GPTConfig(**sizes)).eval()
+    return LlamaForCausalLM(LlamaConfig(**sizes, attn_implementation="sdpa")).eval()
 
 
 def alone_logps(model: torch.nn.Module, prompt: list[int], completion: list[int]) -> torch.Tensor:
@@ -104,19 +107,19 @@ def pair_batches(draw: st.DrawFn) -> list[tuple[list[int], list[int], list[int]]
 @settings(max_examples=25, deadline=None)
 @given(pairs=pair_batches(), row_tokens=st.sampled_from([None, 12, 40]))
 def test_every_layout_matches_sequences_run_alone(
-    llama: LlamaForCausalLM,
+    model: torch.nn.Module,
     pairs: list[tuple[list[int], list[int], list[int]]],
     row_tokens: int | None,
 ) -> None:
     rows = make_rows(pairs)
-    scorer = CompletionScorer(llama)
+    scorer = CompletionScorer(model)
     with torch.no_grad():
         shared = scorer.score(collate(rows, layout="shared", row_tokens=row_tokens))
         padded = scorer.score(collate(rows, layout="padded"))
         for index, (prompt, chosen, rejected) in enumerate(pairs):
             for scores, name in ((shared, "shared"), (padded, "padded")):
-                expected_chosen = alone_logps(llama, prompt, chosen)
-                expected_rejected = alone_logps(llama, prompt, rejected)
+                expected_chosen = alone_logps(model, prompt, chosen)
+                expected_rejected = alone_logps(model, prompt, rejected)
                 torch.testing.assert_close(
                     scores.chosen[index, : len(chosen)],
                     expected_chosen,
@@ -148,9 +151,9 @@ def test_shared_layout_spends_fewer_tokens_and_packs_rows() -> None:
     assert shared.position_ids[0].tolist() == [0, 1, 2, 3, 4, 5, 6, 6]
 
 
-def test_hidden_and_logits_grids_agree_with_the_token_path(llama: LlamaForCausalLM) -> None:
+def test_hidden_and_logits_grids_agree_with_the_token_path(model: torch.nn.Module) -> None:
     rows = make_rows([([3, 4], [5, 6, 7], [5, 8]), ([9], [1], [2, 3, 4, 5])])
-    scorer = CompletionScorer(llama)
+    scorer = CompletionScorer(model)
     batch = collate(rows)
     with torch.no_grad():
         plain = scorer.score(batch)
@@ -163,16 +166,16 @@ def test_hidden_and_logits_grids_agree_with_the_token_path(llama: LlamaForCausal
     assert full.rejected_hidden.shape == (2, 4, 32)
 
 
-def test_gradients_match_between_layouts(llama: LlamaForCausalLM) -> None:
+def test_gradients_match_between_layouts(model: torch.nn.Module) -> None:
     rows = make_rows([([3, 4, 5], [6, 7, 8, 9], [6, 7, 2]), ([1, 2], [3], [4, 5])])
-    scorer = CompletionScorer(llama)
+    scorer = CompletionScorer(model)
     grads = []
     for layout in ("shared", "padded"):
-        llama.zero_grad()
+        model.zero_grad()
         scores = scorer.score(collate(rows, layout=layout))
         (scores.chosen.sum() - 2 * scores.rejected.sum()).backward()
         grads.append(
-            torch.cat([p.grad.flatten() for p in llama.parameters() if p.grad is not None])
+            torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
         )
     torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from train_kit import TINY_GPT, losses_of, prepared, run_config
-from transformers import AutoModelForCausalLM, LlamaConfig
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from tokenpo.data.collate import collate
 from tokenpo.data.dataset import PairDataset
@@ -17,6 +17,7 @@ from tokenpo.train.config import load_config
 from tokenpo.train.forward import CompletionScorer
 from tokenpo.train.loop import train
 from tokenpo.train.metrics import read_metrics
+from tokenpo.train.ref_logps import RefLogpsOptions, compute_ref_logps
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +140,34 @@ def test_the_built_in_gpt_size_comes_from_the_config(tmp_path: Path, shards: Pat
     result = train(config)
     exported = AutoModelForCausalLM.from_pretrained(result.export_dir)
     assert exported.config.hidden_size == 16
+
+
+def test_stored_reference_log_probs_give_the_losses_of_a_live_reference(tmp_path: Path) -> None:
+    shards = prepared(tmp_path / "data")
+    torch.manual_seed(0)
+    model_dir = tmp_path / "llama"
+    LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=600,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+        )
+    ).save_pretrained(model_dir)
+    compute_ref_logps(shards, model_dir, RefLogpsOptions(batch_size=8))
+    traces = []
+    for use_stored in (False, True):
+        run = tmp_path / f"stored-{use_stored}"
+        run.mkdir()
+        config_path = run_config(
+            run,
+            shards,
+            model={"source": str(model_dir), "gpt": {}},
+            loss={"name": "tabpo"},
+            data={"use_stored_ref": use_stored, "micro_batch_size": 4},
+        )
+        traces.append(losses_of(train(load_config(config_path)).run_dir))
+    assert [step for step, _ in traces[1]] == [1, 2, 3, 4]
+    for (_, live), (_, stored) in zip(*traces, strict=True):
+        assert stored == pytest.approx(live, abs=1e-5)

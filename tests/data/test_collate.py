@@ -18,7 +18,7 @@ from tokenpo.data.collate import collate
 from tokenpo.data.dataset import PairRows, Ragged
 from tokenpo.exceptions import InputError
 from tokenpo.models import GPT, GPTConfig
-from tokenpo.train.forward import CompletionScorer
+from tokenpo.train.forward import CompletionScorer, block_mask
 
 VOCAB = 40
 
@@ -188,3 +188,29 @@ def test_empty_prompt_is_an_error_naming_the_pair() -> None:
 def test_packing_needs_the_shared_layout() -> None:
     with pytest.raises(InputError, match="shared layout only"):
         collate(make_rows([([1], [1, 2], [1, 3])]), layout="padded", row_tokens=8)
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_the_block_mask_the_gpt_uses_on_gpu_gives_the_bool_masks_states() -> None:
+    torch.manual_seed(0)
+    config = GPTConfig(
+        vocab_size=VOCAB, hidden_size=32, num_attention_heads=4, num_key_value_heads=2
+    )
+    gpt = GPT.from_config(config).eval()
+    rows = make_rows([([3, 4, 5], [6, 7, 8, 9], [6, 7, 2]), ([1, 2], [3], [4, 5])] * 3)
+    batch = collate(rows, row_tokens=20)
+    assert batch.attention_mask is not None
+    decoder = gpt.get_decoder()
+    with torch.no_grad():
+        dense = decoder(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+        ).last_hidden_state
+        flex = decoder(
+            input_ids=batch.input_ids,
+            attention_mask=block_mask(batch.attention_mask),
+            position_ids=batch.position_ids,
+        ).last_hidden_state
+    real = batch.input_ids != 0
+    torch.testing.assert_close(flex[real], dense[real], atol=1e-5, rtol=0)

@@ -3,7 +3,8 @@
 The decoder runs over the packed rows; the LM head then runs only at the positions that
 predict completion tokens (never over prompts or padding), which is most of the saving on
 long prompts and large vocabularies. Works with any model that has ``get_decoder()`` and
-``get_output_embeddings()``: every ``transformers`` causal LM and the built-in GPT.
+``get_output_embeddings()``: every ``transformers`` causal LM (given the 4D bool mask) and
+the built-in GPT (given a flex-attention ``BlockMask`` on GPU, the bool mask elsewhere).
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask
 
 from tokenpo.data.collate import PackedBatch
+from tokenpo.models import GPT
 
-__all__ = ["CompletionScorer", "Scores"]
+__all__ = ["CompletionScorer", "Scores", "block_mask"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +80,11 @@ class CompletionScorer(nn.Module):
     ) -> Scores:
         """See :meth:`score`; ``chosen``/``rejected`` are ``(index, ids, mask)``."""
         decoder: nn.Module = self.model.get_decoder()  # type: ignore[operator]
+        mask: Tensor | BlockMask | None = attention_mask
+        if attention_mask is not None and attention_mask.is_cuda and isinstance(self.model, GPT):
+            mask = block_mask(attention_mask)
         states = decoder(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+            input_ids=input_ids, attention_mask=mask, position_ids=position_ids
         ).last_hidden_state
         flat_states = states.flatten(0, 1)
         head: nn.Module = self.model.get_output_embeddings()  # type: ignore[operator]
@@ -94,6 +100,19 @@ class CompletionScorer(nn.Module):
             chosen_hidden=sides[0][2],
             rejected_hidden=sides[1][2],
         )
+
+
+def block_mask(mask: Tensor) -> BlockMask:
+    """The bool ``[R, 1, L, L]`` mask as a flex-attention ``BlockMask`` (the built-in GPT's
+    kernel on GPU): blocks where no query sees any key, as between packed pairs or between
+    the two suffixes of a pair, are skipped rather than computed and masked."""
+    rows, _, length, _ = mask.shape
+    dense = mask[:, 0]
+
+    def visible(row: Tensor, head: Tensor, query: Tensor, key: Tensor) -> Tensor:
+        return dense[row, query, key]
+
+    return create_block_mask(visible, rows, None, length, length, device=mask.device)
 
 
 def _side_scores(

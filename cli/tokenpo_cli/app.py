@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import typer
 
 from tokenpo.exceptions import TokenpoError
-from tokenpo_cli import diff, prep, ref_logps, stats, train
+from tokenpo_cli import diff, export, plot, prep, ref_logps, stats, train
 from tokenpo_cli.console import err
 
 app = typer.Typer(
@@ -21,6 +21,8 @@ app.command(name="prep")(prep.prep_command)
 app.command(name="diff")(diff.diff_command)
 app.command(name="stats")(stats.stats_command)
 app.command(name="train")(train.train_command)
+app.command(name="plot")(plot.plot_command)
+app.command(name="export")(export.export_command)
 app.command(name="ref-logps")(ref_logps.ref_logps_command)
 
 

@@ -32,7 +32,7 @@ from torch.distributed.checkpoint.state_dict_saver import save as save_sharded
 from tokenpo.exceptions import InputError
 from tokenpo.train.distributed import World
 
-__all__ = ["Checkpointer"]
+__all__ = ["Checkpointer", "complete_checkpoints", "latest_checkpoint", "single_process_quiet"]
 
 _STEP_DIR = re.compile(r"^step-(\d{6,})$")
 
@@ -60,7 +60,7 @@ class Checkpointer:
         if self.world.is_main:
             shutil.rmtree(partial, ignore_errors=True)
         self._barrier()
-        with _single_process_quiet():
+        with single_process_quiet():
             save_sharded(
                 _sharded_state(model, optimizer),
                 checkpoint_id=partial,
@@ -78,15 +78,7 @@ class Checkpointer:
 
     def latest(self) -> Path | None:
         """The newest complete checkpoint, or ``None``."""
-        pointer = self.directory / "latest"
-        if not pointer.is_file():
-            return None
-        path = self.directory / pointer.read_text().strip()
-        if not path.is_dir():
-            raise InputError(
-                f"{pointer} names {path.name}, which does not exist", file=str(pointer)
-            )
-        return path
+        return latest_checkpoint(self.directory)
 
     def load(
         self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer
@@ -105,7 +97,7 @@ class Checkpointer:
                 file=str(path),
             )
         state = _sharded_state(model, optimizer)
-        with _single_process_quiet():
+        with single_process_quiet():
             load_sharded(state, checkpoint_id=path, no_dist=not self.world.distributed)
         set_state_dict(
             model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"]
@@ -114,10 +106,7 @@ class Checkpointer:
         return trainer_state
 
     def _prune(self, newest: Path) -> None:
-        steps = sorted(
-            (path for path in self.directory.iterdir() if _STEP_DIR.match(path.name)),
-            key=lambda path: path.name,
-        )
+        steps = complete_checkpoints(self.directory)
         for path in steps[: max(len(steps) - self.keep, 0)]:
             if path != newest:
                 shutil.rmtree(path)
@@ -125,6 +114,30 @@ class Checkpointer:
     def _barrier(self) -> None:
         if self.world.distributed:
             dist.barrier()
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    """The checkpoint ``directory/latest`` names, or ``None`` when there is none yet.
+
+    Raises:
+        InputError: ``latest`` names a checkpoint that does not exist.
+    """
+    pointer = directory / "latest"
+    if not pointer.is_file():
+        return None
+    path = directory / pointer.read_text().strip()
+    if not path.is_dir():
+        raise InputError(f"{pointer} names {path.name}, which does not exist", file=str(pointer))
+    return path
+
+
+def complete_checkpoints(directory: Path) -> list[Path]:
+    """The complete checkpoints in ``directory`` (``step-N``, not ``step-N.partial``), oldest
+    first."""
+    return sorted(
+        (path for path in directory.iterdir() if _STEP_DIR.match(path.name)),
+        key=lambda path: path.name,
+    )
 
 
 def _sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
@@ -135,7 +148,7 @@ def _sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[s
 
 
 @contextmanager
-def _single_process_quiet() -> Iterator[None]:
+def single_process_quiet() -> Iterator[None]:
     """Silences DCP's warning that it runs without a process group: that is intended."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")

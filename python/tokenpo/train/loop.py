@@ -34,7 +34,7 @@ from tokenpo.train.metrics import MetricsLog, peak_memory_gib
 from tokenpo.train.setup import Components, build_components
 from tokenpo.train.step import PassTotals, run_pairs
 
-__all__ = ["Reporter", "TrainResult", "train"]
+__all__ = ["Reporter", "TrainResult", "tokenizer_files", "train"]
 
 
 class Reporter(Protocol):
@@ -325,7 +325,7 @@ class _Loop:
                 state,
                 config=model_config,
                 out_dir=target,
-                tokenizer_files=_tokenizer_files(tokenizer),
+                tokenizer_files=tokenizer_files(tokenizer),
                 overwrite=True,
             )
             if self.reporter:
@@ -333,7 +333,8 @@ class _Loop:
         return target
 
 
-def _tokenizer_files(tokenizer: Path | None) -> list[Path]:
+def tokenizer_files(tokenizer: Path | None) -> list[Path]:
+    """The files an export copies: ``tokenizer`` and the ``tokenizer_config.json`` beside it."""
     if tokenizer is None:
         return []
     config = tokenizer.with_name("tokenizer_config.json")

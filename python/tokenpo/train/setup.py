@@ -26,7 +26,7 @@ from tokenpo.train.forward import CompletionScorer
 from tokenpo.train.objective import Objective, build_objective
 from tokenpo.train.schedule import lr_factor
 
-__all__ = ["Components", "build_components", "tokenizer_file"]
+__all__ = ["Components", "build_components", "load_model", "run_tokenizer", "tokenizer_file"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +71,9 @@ def build_components(config: TrainConfig, world: World) -> Components:
         if config.data.val_shards is None
         else PairDataset.open(config.data.val_shards, tokenizer_sha256=expected_hash)
     )
-    data_tokenizer = Path(train_data.manifest.raw["tokenizer"]["path"])
-    tokenizer = model_tokenizer or (data_tokenizer if data_tokenizer.is_file() else None)
-    vocab_size = _vocab_size(tokenizer, train_data)
+    tokenizer, vocab_size = run_tokenizer(config, train_data)
 
-    model = _load(config, config.model.source, vocab_size)
+    model = load_model(config, config.model.source, vocab_size)
     model_config: Any = model.config
     hidden_size = int(model_config.hidden_size)
     objective = build_objective(config.loss.name, config.loss.params, hidden_size=hidden_size)
@@ -94,7 +92,9 @@ def build_components(config: TrainConfig, world: World) -> Components:
         )
     reference = None
     if live_reference:
-        reference_model = _load(config, config.model.reference or config.model.source, vocab_size)
+        reference_model = load_model(
+            config, config.model.reference or config.model.source, vocab_size
+        )
         reference_model.requires_grad_(False).eval()
         reference = CompletionScorer(reference_model)
     if config.model.activation_checkpointing:
@@ -132,6 +132,15 @@ def build_components(config: TrainConfig, world: World) -> Components:
     )
 
 
+def run_tokenizer(config: TrainConfig, train_data: PairDataset) -> tuple[Path | None, int]:
+    """The tokenizer.json a run exports with (:func:`tokenizer_file`, else the one
+    ``train_data`` was prepared with, if it still exists) and the vocabulary size a built-in GPT
+    gets: the tokenizer's, or more when the data holds larger token ids."""
+    data_tokenizer = Path(train_data.manifest.raw["tokenizer"]["path"])
+    tokenizer = tokenizer_file(config) or (data_tokenizer if data_tokenizer.is_file() else None)
+    return tokenizer, _vocab_size(tokenizer, train_data)
+
+
 def _vocab_size(tokenizer: Path | None, data: PairDataset) -> int:
     needed = data.max_token_id() + 1
     if tokenizer is None:
@@ -139,7 +148,9 @@ def _vocab_size(tokenizer: Path | None, data: PairDataset) -> int:
     return max(Tokenizer.from_file(str(tokenizer)).get_vocab_size(with_added_tokens=True), needed)
 
 
-def _load(config: TrainConfig, source: str, vocab_size: int) -> nn.Module:
+def load_model(config: TrainConfig, source: str, vocab_size: int) -> nn.Module:
+    """The causal LM at ``source`` as a run of ``config`` starts from: its dtype, its seed for
+    random weights, no generation cache."""
     dtype = torch.bfloat16 if config.model.dtype == "bfloat16" else torch.float32
     # Same seed on every rank: each builds the same initial weights before sharding.
     model = load_causal_lm(

@@ -1,0 +1,132 @@
+"""`tokenpo plot`: the curves of one or several runs, one panel per metric, to an image."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+from rich.text import Text
+
+from tokenpo.exceptions import ConfigError, InputError
+from tokenpo.train.plot import DEFAULT_METRICS, RunCurves, plotted_metrics, read_runs, smooth
+from tokenpo_cli.console import out
+
+_COLUMNS = 3
+_PANEL_SIZE = (5.0, 3.4)
+
+
+def plot_command(
+    run_dirs: Annotated[
+        list[Path],
+        typer.Argument(metavar="RUN_DIR", help="Directories written by `tokenpo train`."),
+    ],
+    out_path: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="The image to write: PNG, or by suffix .svg, .pdf."),
+    ],
+    metrics: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metric",
+            "-m",
+            help="A metric to draw (repeatable), e.g. `val/rewards/margins`. "
+            f"Default: those of {', '.join(DEFAULT_METRICS)} that a run logged.",
+        ),
+    ] = None,
+    labels: Annotated[
+        list[str] | None,
+        typer.Option("--label", help="A legend label per run, in order (repeatable)."),
+    ] = None,
+    smooth_window: Annotated[
+        int,
+        typer.Option(
+            "--smooth",
+            min=1,
+            help="Moving average over this many logged points (training curves only).",
+        ),
+    ] = 1,
+) -> None:
+    """Draw the training and validation curves of runs, one panel per metric, x = step.
+
+    One line per run; a metric a run did not log is left out of its panel. Validation
+    curves are drawn unsmoothed: each point is already a mean over the validation set.
+    """
+    _check_format(out_path)
+    runs = read_runs(run_dirs, labels or ())
+    chosen = plotted_metrics(runs, metrics or ())
+    figure = _figure(runs, chosen, smooth_window)
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(out_path, dpi=120)
+    except OSError as error:
+        raise InputError(
+            f"{out_path}: cannot write the plot: {error}", file=str(out_path)
+        ) from error
+    out.print(
+        Text(f"plotted {', '.join(chosen)} of {len(runs)} run(s) to {out_path}"), soft_wrap=True
+    )
+
+
+def _check_format(path: Path) -> None:
+    """Fails before any work when matplotlib cannot write ``path``'s format."""
+    formats = FigureCanvasAgg.get_supported_filetypes()
+    if path.suffix.lstrip(".").lower() not in formats:
+        raise ConfigError(
+            f"--out {path}: unknown image format {path.suffix or '(no suffix)'}; "
+            f"use one of {', '.join(sorted('.' + name for name in formats))}"
+        )
+
+
+def _figure(runs: list[RunCurves], metrics: list[str], smooth_window: int) -> Figure:
+    columns = min(_COLUMNS, len(metrics))
+    rows = math.ceil(len(metrics) / columns)
+    # A bare Figure on the Agg canvas: no pyplot, so no global state and no GUI backend.
+    figure = Figure(
+        figsize=(_PANEL_SIZE[0] * columns, _PANEL_SIZE[1] * rows + 0.6), layout="constrained"
+    )
+    FigureCanvasAgg(figure)
+    panels = figure.subplots(rows, columns, squeeze=False).flat
+    for panel, metric in zip(panels, metrics, strict=False):
+        _panel(panel, runs, metric, smooth_window)
+    for panel in list(panels)[len(metrics) :]:
+        panel.set_visible(False)
+    handles = [Line2D([], [], color=_color(index)) for index in range(len(runs))]
+    figure.legend(
+        handles,
+        [run.label for run in runs],
+        loc="outside upper center",
+        ncols=min(len(runs), 4),
+        title=f"moving average over {smooth_window} points" if smooth_window > 1 else None,
+    )
+    return figure
+
+
+def _panel(axes: Axes, runs: list[RunCurves], metric: str, smooth_window: int) -> None:
+    validation = metric.startswith("val/")
+    for index, run in enumerate(runs):
+        series = run.series.get(metric)
+        if series is None:
+            continue
+        color = _color(index)
+        if validation:
+            axes.plot(series.steps, series.values, color=color, marker="o", markersize=3)
+        elif smooth_window > 1:
+            axes.plot(series.steps, series.values, color=color, alpha=0.25, linewidth=0.8)
+            axes.plot(series.steps, smooth(series.values, smooth_window), color=color)
+        else:
+            axes.plot(series.steps, series.values, color=color)
+    axes.set(title=metric, xlabel="step")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.grid(alpha=0.3)
+
+
+def _color(index: int) -> str:
+    """The run's colour, the same in every panel."""
+    return f"C{index % 10}"

@@ -1,0 +1,635 @@
+"""The embedded token-critical task: patient messages annotated with code, subcode and span.
+
+Modelled on TAB-PO's patient-provider communication annotation. Messages are built from
+templates and a seed; each clause carries one annotation, a ``{"code", "subcode", "span"}``
+object whose code and subcode come from :data:`SCHEMA` (confusable siblings such as
+``new_symptom``/``worsening_symptom``, and subcodes such as ``follow_up`` shared by several
+codes) and whose span is 1-6 words copied verbatim from the message.
+
+Held-out slot values: every 5th value of each slot list (index 4, 9, 14, ...) is held out.
+Training messages use training values only. In validation and test messages every slot
+inside a span takes a held-out value (slots outside spans take any value), so every
+evaluated span must be copied from a word the model never saw during training.
+
+The canonical completion is :func:`to_json`: ``json.dumps`` of the list with keys in the order
+code, subcode, span and Python's default separators (``", "`` and ``": "``), ASCII only.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tokenpo.exceptions import ConfigError
+from tokenpo.synthetic.example import train_bpe_tokenizer
+
+__all__ = [
+    "CHAT_TEMPLATE",
+    "INSTRUCTION",
+    "SCHEMA",
+    "SLOTS",
+    "SPLITS",
+    "TEMPLATES",
+    "Annotation",
+    "Example",
+    "Schema",
+    "SlotValues",
+    "Split",
+    "TaskData",
+    "completion_for",
+    "generate_task",
+    "parse_annotations",
+    "prompt_for",
+    "split_rows",
+    "to_json",
+    "train_task_tokenizer",
+    "write_rows",
+    "write_split",
+]
+
+Split = Literal["train", "validation", "test"]
+SPLITS: tuple[Split, ...] = ("train", "validation", "test")
+
+
+@dataclass(frozen=True, slots=True)
+class Schema:
+    """The fixed code → subcodes table."""
+
+    table: Mapping[str, tuple[str, ...]]
+    """Subcodes of each code, in a fixed order."""
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        """All codes, in table order."""
+        return tuple(self.table)
+
+    def subcodes(self, code: str) -> tuple[str, ...]:
+        """The subcodes allowed under ``code`` (empty for an unknown code)."""
+        return self.table.get(code, ())
+
+    def allows(self, code: str, subcode: str) -> bool:
+        """Whether ``subcode`` is one of ``code``'s subcodes."""
+        return subcode in self.subcodes(code)
+
+
+SCHEMA = Schema(
+    table={
+        "medication": ("refill_request", "side_effect", "dosage_question", "general_question"),
+        "symptom": ("new_symptom", "worsening_symptom", "improving_symptom", "follow_up"),
+        "scheduling": ("new_appointment", "reschedule", "cancel", "follow_up"),
+        "billing": ("charge_dispute", "insurance_coverage", "payment_plan", "general_question"),
+        "test_results": ("result_request", "result_explanation", "abnormal_result", "follow_up"),
+        "care_coordination": (
+            "referral_request",
+            "records_transfer",
+            "form_request",
+            "general_question",
+        ),
+    }
+)
+"""Six codes of four subcodes each; ``follow_up`` and ``general_question`` are shared by three
+codes, so a code confusion can leave the subcode valid."""
+
+
+@dataclass(frozen=True, slots=True)
+class SlotValues:
+    """The values of one slot, split into training and held-out values."""
+
+    train: tuple[str, ...]
+    """Values used by training messages."""
+    held_out: tuple[str, ...]
+    """Every 5th value: used only by validation and test messages."""
+
+    @classmethod
+    def split(cls, values: Sequence[str]) -> SlotValues:
+        """Holds out the values at indices 4, 9, 14, ..."""
+        if len(set(values)) != len(values):
+            raise ValueError(f"duplicate slot values in {values!r}")
+        return cls(
+            train=tuple(value for index, value in enumerate(values) if index % 5 != 4),
+            held_out=tuple(value for index, value in enumerate(values) if index % 5 == 4),
+        )
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        """Training and held-out values."""
+        return self.train + self.held_out
+
+
+def _values(text: str) -> list[str]:
+    return [value.strip() for value in text.split("|")]
+
+
+_WEEKDAYS = _values("Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday")
+_MONTHS = _values(
+    "January|February|March|April|May|June|July|August|September|October|November|December"
+)
+_HOURS = [(8, "am"), (9, "am"), (10, "am"), (11, "am"), (12, "pm"), (1, "pm"), (2, "pm")]
+_HOURS += [(3, "pm"), (4, "pm")]
+
+SLOTS: dict[str, SlotValues] = {
+    name: SlotValues.split(values)
+    for name, values in {
+        "drug": _values(
+            "lisinopril|metformin|atorvastatin|albuterol|sertraline|amoxicillin|amlodipine|"
+            "omeprazole|losartan|gabapentin|hydrochlorothiazide|levothyroxine|simvastatin|"
+            "montelukast|escitalopram|rosuvastatin|pantoprazole|furosemide|metoprolol|prednisone|"
+            "tramadol|bupropion|fluoxetine|citalopram|trazodone|duloxetine|carvedilol|warfarin|"
+            "clopidogrel|meloxicam|cyclobenzaprine|tamsulosin|glipizide|pravastatin|venlafaxine|"
+            "spironolactone|allopurinol|famotidine|doxycycline|cephalexin|azithromycin|"
+            "ondansetron|propranolol|lamotrigine|topiramate|buspirone|hydroxyzine|loratadine|"
+            "cetirizine|sumatriptan"
+        ),
+        "dose": [f"{amount} mg" for amount in (5, 10, 20, 25, 40, 50, 75, 100, 125, 150)]
+        + [f"{amount} mg" for amount in (200, 250, 300, 400, 500, 600, 750, 800, 1000)]
+        + ["half a tablet", "two tablets", "one capsule"],
+        "symptom": _values(
+            "headaches|dizziness|nausea|chest pain|back pain|heartburn|fatigue|insomnia|"
+            "night sweats|blurry vision|joint pain|muscle cramps|hives|chills|fevers|coughing|"
+            "wheezing|swelling|numbness|tingling|itching|diarrhea|constipation|bloating|"
+            "palpitations|shortness of breath|ear pain|neck pain|stomach pain|hot flashes|"
+            "anxiety|brain fog|leg cramps|dry mouth|nosebleeds|hair loss|weight gain|"
+            "sinus pressure|trouble sleeping|rashes"
+        ),
+        "duration": [f"since {day}" for day in _WEEKDAYS]
+        + _values(
+            "for two days|for three days|for four days|for five days|for a week|for two weeks|"
+            "for three weeks|for a month|for six weeks|for two months|since last night|"
+            "since this morning|since yesterday|since the weekend|since my last visit|"
+            "since the holidays|after meals|at night|every morning|on and off"
+        ),
+        "body_part": _values(
+            "left knee|right knee|lower back|upper back|left shoulder|right shoulder|neck|"
+            "left ankle|right ankle|left hip|right hip|left wrist|right wrist|left elbow|"
+            "right elbow|stomach|chest|left foot|right foot|jaw|left hand|right hand|throat|"
+            "left ear|right ear|left eye|right eye|left calf|right calf|tailbone"
+        ),
+        "doctor": _values(
+            "Patel|Nguyen|Garcia|Kim|Johnson|Lee|Martinez|Chen|Smith|Brown|Davis|Lopez|Wilson|"
+            "Anderson|Thomas|Taylor|Moore|Jackson|Martin|Thompson|White|Harris|Clark|Lewis|"
+            "Robinson|Walker|Young|Allen|King|Wright|Scott|Green|Baker|Adams|Nelson|Hill|"
+            "Ramirez|Campbell|Mitchell|Roberts"
+        ),
+        "patient": _values(
+            "Maria|James|Linda|Robert|Susan|Michael|Karen|David|Nancy|Daniel|Lisa|Paul|Sandra|"
+            "Mark|Donna|Steven|Carol|Kevin|Sharon|Brian|Laura|George|Amy|Eric|Angela|Jason|"
+            "Helen|Frank|Grace|Omar"
+        ),
+        "lab_test": _values(
+            "A1C|lipid panel|blood work|MRI|CT scan|X-ray|ultrasound|EKG|thyroid panel|"
+            "urine test|stress test|colonoscopy|mammogram|biopsy|vitamin D level|iron panel|"
+            "liver panel|kidney panel|CBC|PSA test|pap smear|sleep study|allergy test|bone scan|"
+            "echocardiogram|COVID test|strep test|glucose test|hearing test|eye exam"
+        ),
+        "specialist": _values(
+            "cardiologist|dermatologist|neurologist|orthopedist|podiatrist|urologist|"
+            "gastroenterologist|endocrinologist|rheumatologist|allergist|pulmonologist|"
+            "oncologist|nephrologist|psychiatrist|therapist|physical therapist|nutritionist|"
+            "audiologist|eye doctor|surgeon|sleep specialist|pain specialist|ear doctor|"
+            "gynecologist|hematologist"
+        ),
+        "facility": [
+            f"{place} {kind}"
+            for place, kind in zip(
+                _values(
+                    "Riverside|Lakeview|Mercy|Summit|Cedar|Harbor|Westside|Northgate|Maple|"
+                    "Bayview|Hillcrest|Sunset|Oakwood|Fairview|Brookside|Highland|Parkside|"
+                    "Eastgate|Willow|Stonebridge|Clearwater|Redwood|Silverlake|Meadowbrook|Elmhurst"
+                ),
+                ["Hospital", "Clinic", "Medical Center", "Urgent Care", "Clinic"] * 5,
+                strict=True,
+            )
+        ],
+        "form": _values(
+            "FMLA form|disability form|work note|school note|jury duty letter|travel letter|"
+            "DMV form|camp form|sports physical form|prior authorization|parking placard form|"
+            "gym waiver|daycare form|return to work letter|medical release|immunization record|"
+            "excuse note|insurance form|accommodation letter|vaccine form"
+        ),
+        "insurer": _values(
+            "Aetna|Cigna|Humana|Medicare|Medicaid|Kaiser|Tricare|Anthem|Oscar|Ambetter|Molina|"
+            "Blue Cross|United Healthcare|Blue Shield|Highmark|Wellcare|Oxford|Geisinger|"
+            "Harvard Pilgrim|Premera"
+        ),
+        "amount": [f"${amount}" for amount in range(35, 35 + 40 * 15, 15)],
+        "date": [f"{month} {day}" for day in (2, 9, 14, 21, 28) for month in _MONTHS],
+        "time": [f"{hour}{minutes} {half}" for hour, half in _HOURS for minutes in ("", ":30")],
+        "pharmacy": [
+            f"the {name} pharmacy"
+            for name in _values(
+                "Main Street|Oak Street|Elm Street|Lakeside|Corner|Family|Hometown|Walgreens|CVS|"
+                "Rite Aid|Costco|Kroger|Safeway|Walmart|Target|Publix|mail order|hospital|campus|"
+                "downtown"
+            )
+        ],
+    }.items()
+}
+"""Slot values by slot name."""
+
+# One annotation per clause: a "code subcode" line, then its templates, indented; the
+# brackets mark the span, the braces the slots.
+_TEMPLATE_TABLE = """
+medication refill_request
+    can you send a refill of [my {drug}] to {pharmacy}?
+    I am almost out of [{drug} {dose}] and need a refill.
+    please renew [my {drug} prescription] before {date}.
+medication side_effect
+    I think [the {drug}] is giving me {symptom}.
+    ever since I started [{drug}] I have had {symptom}.
+    is [{symptom} from the {drug}] normal?
+medication dosage_question
+    should I take [{dose} of {drug}] in the morning or at night?
+    is it safe to double [my {drug} dose] if I miss one?
+    Dr. {doctor} said to change [my {drug} to {dose}], is that right?
+medication general_question
+    can I take [{drug}] with food?
+    is there a generic version of [{drug}]?
+    does [{drug}] interact with alcohol?
+symptom new_symptom
+    I have had [{symptom}] {duration}.
+    I started getting [{symptom}] {duration}.
+    there is a new [pain in my {body_part}] {duration}.
+symptom worsening_symptom
+    my [{symptom}] got worse {duration}.
+    the [pain in my {body_part}] is getting worse.
+    [the {symptom}] is much worse than last week.
+symptom improving_symptom
+    my [{symptom}] is a lot better now.
+    the [pain in my {body_part}] has finally eased.
+    good news, [the {symptom}] is almost gone.
+symptom follow_up
+    I wanted to follow up about [my {symptom}].
+    just checking in about [the {body_part} pain] we discussed.
+    you asked me to update you on [the {symptom}].
+scheduling new_appointment
+    I would like to book [an appointment with Dr. {doctor}].
+    can I come in [on {date} at {time}]?
+    do you have [an opening on {date}]?
+scheduling reschedule
+    I need to move [my {date} appointment] to another day.
+    can we reschedule [my visit with Dr. {doctor}]?
+    could you push [my appointment to {time}]?
+scheduling cancel
+    please cancel [my appointment on {date}].
+    I have to cancel [the {time} visit] with Dr. {doctor}.
+    I cannot make it [on {date}], please take me off the schedule.
+scheduling follow_up
+    when should I book [a follow-up with Dr. {doctor}]?
+    I need to schedule [a follow-up visit for {date}].
+    the front desk said to set up [a recheck on {date}].
+billing charge_dispute
+    I was billed [{amount} for the {lab_test}] twice.
+    the [{amount} charge] from {date} looks wrong.
+    I should not owe [{amount} for my {date} visit].
+billing insurance_coverage
+    does [{insurer}] cover the {lab_test}?
+    will [my {insurer} plan] pay for this?
+    is the [{lab_test}] covered by {insurer}?
+billing payment_plan
+    can I pay [{amount} a month] instead?
+    I would like to set up [a payment plan for {amount}].
+    is it possible to split [the {amount} balance] into payments?
+billing general_question
+    what is [the {amount} charge] on my statement for?
+    who do I call about [my bill from {date}]?
+    why did I get [a bill from {facility}]?
+test_results result_request
+    are [my {lab_test} results] back yet?
+    I am still waiting on [the {lab_test}] from {date}.
+    when will [the {lab_test} results] be ready?
+test_results result_explanation
+    what does [my {lab_test} result] mean?
+    can you explain [the {lab_test} numbers] to me?
+    I do not understand [the {lab_test} report] on the portal.
+test_results abnormal_result
+    the portal says [my {lab_test} was abnormal].
+    my [{lab_test} came back high].
+    I saw that [the {lab_test}] was flagged in red.
+test_results follow_up
+    do I need to repeat [the {lab_test}]?
+    should I get [another {lab_test}] before my next visit?
+    Dr. {doctor} wanted [a follow-up {lab_test}] in a few weeks.
+care_coordination referral_request
+    can you refer me to [the {specialist}] at {facility}?
+    I need [a referral for the {specialist}].
+    my insurance requires [a referral to my {specialist}].
+care_coordination records_transfer
+    please send [my records to {facility}].
+    can you get [my records from {facility}]?
+    I need [my chart sent to Dr. {doctor}].
+care_coordination form_request
+    can you fill out [my {form}]?
+    I need [the {form}] signed by {date}.
+    please fax [the {form}] to my employer.
+care_coordination general_question
+    how do I reach [the {specialist}] you mentioned?
+    does [{facility}] have my latest notes?
+    who is coordinating with [Dr. {doctor}] on my care?
+"""
+
+
+def _parse_templates(table: str) -> dict[tuple[str, str], tuple[str, ...]]:
+    templates: dict[tuple[str, str], tuple[str, ...]] = {}
+    label = ("", "")  # the last header line
+    for line in table.strip().splitlines():
+        if line.startswith(" "):
+            templates[label] += (line.strip(),)
+        else:
+            code, subcode = line.split()
+            label = (code, subcode)
+            templates[label] = ()
+    return templates
+
+
+TEMPLATES = _parse_templates(_TEMPLATE_TABLE)
+"""Clause templates by (code, subcode); every span holds at least one slot."""
+
+_OPENERS = ("Hi,", "Hello,", "Hi Dr. {doctor},", "Good morning,", "Dear care team,")
+_FILLERS = (
+    "I hope you are doing well.",
+    "Sorry to bother you again.",
+    "I tried calling the office earlier.",
+    "Thank you for your help last time.",
+    "It has been a busy week.",
+)
+_CLOSERS = ("Thanks!", "Thank you.", "Thanks, {patient}", "Best, {patient}", "Thank you so much.")
+_CONNECTORS = ("Also, ", "And ", "One more thing, ")
+_CLAUSE_COUNTS = ((1, 2, 3, 4), (0.3, 0.35, 0.25, 0.1))
+
+INSTRUCTION = "Annotate the message as JSON: a list of code, subcode and span."
+"""The fixed instruction before each message (kept short: a tiny model reads it every time)."""
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+"""ChatML, the template written into the task tokenizer's ``tokenizer_config.json``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Annotation:
+    """One labelled stretch of a message."""
+
+    code: str
+    subcode: str
+    span: str
+    """Words copied verbatim from the message."""
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """A message and its gold annotations, in message order."""
+
+    message: str
+    annotations: tuple[Annotation, ...]
+    split: Split
+    slot_values: tuple[str, ...]
+    """The slot values the message was filled with, in order (openers and closers included)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskData:
+    """The three splits of a generated task."""
+
+    train: tuple[Example, ...]
+    validation: tuple[Example, ...]
+    test: tuple[Example, ...]
+    seed: int
+
+    def split(self, name: Split) -> tuple[Example, ...]:
+        """The examples of split ``name``."""
+        return {"train": self.train, "validation": self.validation, "test": self.test}[name]
+
+    def __iter__(self) -> Iterator[Example]:
+        return iter(self.train + self.validation + self.test)
+
+
+def to_json(annotations: Sequence[Annotation]) -> str:
+    """The canonical completion text: keys code, subcode, span; separators ``", "``/``": "``."""
+    return json.dumps(
+        [{"code": item.code, "subcode": item.subcode, "span": item.span} for item in annotations]
+    )
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("duplicate key")
+    return dict(pairs)
+
+
+def parse_annotations(text: str) -> list[Annotation] | None:
+    """Annotations from a model's output, or ``None`` unless ``text`` is a JSON list of
+    objects with exactly the string fields code, subcode and span (any key order and
+    whitespace; no duplicate keys). An empty list parses as no annotations."""
+    try:
+        value = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+    except ValueError:  # JSONDecodeError and duplicate keys
+        return None
+    if not isinstance(value, list):
+        return None
+    annotations = []
+    for item in value:
+        if not isinstance(item, dict) or set(item) != {"code", "subcode", "span"}:
+            return None
+        if not all(isinstance(field, str) for field in item.values()):
+            return None
+        annotations.append(Annotation(item["code"], item["subcode"], item["span"]))
+    return annotations
+
+
+def prompt_for(message: str) -> list[dict[str, str]]:
+    """The conversational prompt: one user turn, the instruction then the message."""
+    return [{"role": "user", "content": f"{INSTRUCTION}\n{message}"}]
+
+
+def completion_for(annotations: Sequence[Annotation]) -> list[dict[str, str]]:
+    """The conversational completion: one assistant turn holding :func:`to_json`."""
+    return [{"role": "assistant", "content": to_json(annotations)}]
+
+
+def _slot_names(text: str) -> list[str]:
+    return [name for _, name, _, _ in string.Formatter().parse(text) if name]
+
+
+def _fill(text: str, pool: Mapping[str, Sequence[str]], rng: random.Random, used: list[str]) -> str:
+    values = {}
+    for name in _slot_names(text):
+        values[name] = rng.choice(pool[name])
+        used.append(values[name])
+    return text.format_map(values)
+
+
+def _pool(split: Split, in_span: bool) -> dict[str, tuple[str, ...]]:
+    """Training values for training messages; held-out values in the spans of the others."""
+    if split == "train":
+        return {name: values.train for name, values in SLOTS.items()}
+    return {name: values.held_out if in_span else values.all for name, values in SLOTS.items()}
+
+
+def _clause(
+    template: str, split: Split, rng: random.Random, used: list[str]
+) -> tuple[str, int, int]:
+    """A filled clause and the character range of its span."""
+    before, rest = template.split("[")
+    inside, after = rest.split("]")
+    before = _fill(before, _pool(split, in_span=False), rng, used)
+    span = _fill(inside, _pool(split, in_span=True), rng, used)
+    after = _fill(after, _pool(split, in_span=False), rng, used)
+    return before + span + after, len(before), len(before) + len(span)
+
+
+def _capitalized(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _example(split: Split, rng: random.Random) -> Example:
+    pool = _pool(split, in_span=False)
+    used: list[str] = []
+    pieces: list[str] = []  # sentences, joined by single spaces
+    spans: list[tuple[int, int, int]] = []  # (piece, start, end) of each annotation
+    labels = rng.choices(list(TEMPLATES), k=rng.choices(*_CLAUSE_COUNTS)[0])
+    opener = rng.random() < 0.6
+    if opener:
+        pieces.append(_fill(rng.choice(_OPENERS), pool, rng, used))
+    connectors = rng.sample(_CONNECTORS, len(_CONNECTORS))  # each used at most once
+    filler_at = rng.randrange(1, len(labels) + 1) if rng.random() < 0.3 else -1
+    for index, label in enumerate(labels):
+        if index == filler_at:
+            pieces.append(rng.choice(_FILLERS))
+        text, start, end = _clause(rng.choice(TEMPLATES[label]), split, rng, used)
+        connector = connectors.pop() if index and rng.random() < 0.5 else ""
+        if not connector and (index or not opener):  # a sentence of its own
+            text = _capitalized(text)
+        spans.append((len(pieces), start + len(connector), end + len(connector)))
+        pieces.append(connector + text)
+    if rng.random() < 0.5:
+        pieces.append(_fill(rng.choice(_CLOSERS), pool, rng, used))
+    offsets = [0]
+    for piece in pieces:
+        offsets.append(offsets[-1] + len(piece) + 1)
+    message = " ".join(pieces)
+    annotations = tuple(
+        Annotation(code, subcode, message[offsets[piece] + start : offsets[piece] + end])
+        for (code, subcode), (piece, start, end) in zip(labels, spans, strict=True)
+    )
+    return Example(message, annotations, split, tuple(used))
+
+
+def _check(example: Example) -> None:
+    """The generator's invariants; a failure is a bug in the templates or slot values."""
+    assert 1 <= len(example.annotations) <= 4, example
+    assert len({item.span for item in example.annotations}) == len(example.annotations), example
+    for item in example.annotations:
+        assert SCHEMA.allows(item.code, item.subcode), item
+        assert item.span in example.message, (item, example.message)
+        assert 1 <= len(item.span.split()) <= 6, item
+        assert item.span == item.span.strip(), item
+
+
+def generate_task(*, train: int, validation: int, test: int, seed: int) -> TaskData:
+    """Generates the three splits; the same arguments give the same data.
+
+    Each split draws from its own generator, seeded by ``(seed, split)``; no message text
+    occurs twice, within or across splits (a repeat is drawn again), and no message has two
+    annotations with the same span.
+    """
+    counts = {"train": train, "validation": validation, "test": test}
+    for name, count in counts.items():
+        if count < 0:
+            raise ConfigError(f"{name} must be >= 0, got {count}")
+    seen: set[str] = set()
+    splits: dict[Split, tuple[Example, ...]] = {}
+    for split in SPLITS:
+        rng = random.Random(f"{seed}/{split}")
+        examples: list[Example] = []
+        while len(examples) < counts[split]:
+            example = _example(split, rng)
+            spans = [item.span for item in example.annotations]
+            if example.message in seen or len(set(spans)) != len(spans):
+                continue
+            _check(example)
+            seen.add(example.message)
+            examples.append(example)
+        splits[split] = tuple(examples)
+    return TaskData(
+        train=splits["train"], validation=splits["validation"], test=splits["test"], seed=seed
+    )
+
+
+def _tokenizer_corpus(data: TaskData) -> list[str]:
+    labels = [
+        *SCHEMA.codes,
+        *(subcode for code in SCHEMA.codes for subcode in SCHEMA.subcodes(code)),
+    ]
+    texts = [" ".join(labels)]
+    for example in data.train:
+        prompt = prompt_for(example.message)[0]["content"]
+        texts += ["user\n" + prompt, "assistant\n" + to_json(example.annotations)]
+    return texts
+
+
+def train_task_tokenizer(data: TaskData, directory: str | Path, *, vocab_size: int = 1536) -> Path:
+    """Trains a byte-level BPE on the training split and writes a model directory.
+
+    ``directory`` gets ``tokenizer.json`` (``<|endoftext|>``, then ``<|im_start|>`` and
+    ``<|im_end|>`` as special tokens) and ``tokenizer_config.json`` with the ChatML
+    :data:`CHAT_TEMPLATE`, ``eos_token`` ``<|im_end|>``, ``pad_token`` ``<|endoftext|>`` and
+    no BOS, the layout ``tokenpo prep`` loads. Held-out slot values are not in the training
+    text, so they usually split into several tokens. Returns ``directory``.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = train_bpe_tokenizer(_tokenizer_corpus(data), vocab_size=vocab_size)
+    tokenizer.add_special_tokens(["<|im_start|>", "<|im_end|>"])
+    tokenizer.save(str(directory / "tokenizer.json"))
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "chat_template": CHAT_TEMPLATE,
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "bos_token": None,
+    }
+    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return directory
+
+
+def split_rows(data: TaskData, split: Split) -> list[dict[str, Any]]:
+    """Rows of a split: ``prompt`` and ``chosen`` (conversational), ``message`` and ``gold``
+    (the :func:`to_json` text)."""
+    return [
+        {
+            "prompt": prompt_for(example.message),
+            "chosen": completion_for(example.annotations),
+            "message": example.message,
+            "gold": to_json(example.annotations),
+        }
+        for example in data.split(split)
+    ]
+
+
+def write_rows(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """Writes rows as JSONL (``.jsonl``) or parquet (``.parquet``)."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    elif path.suffix == ".parquet":
+        pq.write_table(pa.Table.from_pylist(list(rows)), path)
+    else:
+        raise ConfigError(f"path must end in .jsonl or .parquet, got {str(path)!r}")
+    return path
+
+
+def write_split(data: TaskData, split: Split, path: str | Path) -> Path:
+    """Writes :func:`split_rows` to ``path`` (``.jsonl`` or ``.parquet``)."""
+    return write_rows(split_rows(data, split), path)

@@ -1,0 +1,248 @@
+"""`tokenpo eval`: generate on a test set, score the annotations, rank held-out pairs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import RenderableType
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from tokenpo.eval import EvalOptions, EvalResult, MicroF1, evaluate
+from tokenpo.exceptions import InputError
+from tokenpo_cli.console import err, out
+
+_STAGES = {"generate": "generating", "pairwise": "scoring pairs"}
+
+
+def eval_command(
+    model: Annotated[
+        Path,
+        typer.Option(
+            "--model",
+            "-m",
+            exists=True,
+            file_okay=False,
+            help="A model directory in the Hugging Face format (e.g. RUN_DIR/final).",
+        ),
+    ],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            "-d",
+            exists=True,
+            dir_okay=False,
+            help="The test set (.jsonl or .parquet): a conversational prompt and the gold "
+            "annotation JSON per row.",
+        ),
+    ],
+    pairs: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            file_okay=False,
+            help="Held-out pairs prepared by `tokenpo prep`: adds pairwise accuracy.",
+        ),
+    ] = None,
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            help="Reference model for pairwise accuracy when the pairs store no reference "
+            "log-probs (`tokenpo ref-logps`).",
+        ),
+    ] = None,
+    tokenizer: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            help="Directory with tokenizer.json and tokenizer_config.json [default: --model].",
+        ),
+    ] = None,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the results to this JSON file.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the results as JSON instead of tables.")
+    ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", "-v", help="Also show per-code F1 and the confusion table."),
+    ] = False,
+    max_new_tokens: Annotated[
+        int, typer.Option(min=1, help="The most tokens generated per prompt.")
+    ] = 256,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Prompts generated together; pairs per forward pass.")
+    ] = 16,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Evaluate only the first N test rows.")
+    ] = None,
+    prompt_column: Annotated[str, typer.Option(help="The test set's prompt column.")] = "prompt",
+    gold_column: Annotated[str, typer.Option(help="The test set's gold column.")] = "gold",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Evaluate a model: greedy generation on a test set, scored as structured output.
+
+    Reports JSON and schema validity and micro-F1 of codes, labels (code + subcode), exact
+    spans and whole annotations; with `--pairs`, how often the implicit reward (policy minus
+    reference log-probs) ranks the chosen completion over the rejected one.
+    """
+    options = EvalOptions(
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        limit=limit,
+        prompt_column=prompt_column,
+        gold_column=gold_column,
+        device=device,  # type: ignore[arg-type]  # validated by EvalOptions
+    )
+    with _StageProgress() as progress:
+        result = evaluate(
+            model,
+            data,
+            pairs=pairs,
+            reference=reference,
+            tokenizer=tokenizer,
+            options=options,
+            progress=progress.update,
+        )
+    text = json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    if out_path is not None:
+        try:
+            out_path.write_text(text, encoding="utf-8")
+        except OSError as error:
+            raise InputError(
+                f"{out_path}: cannot write the results: {error}", file=str(out_path)
+            ) from error
+    if as_json:
+        sys.stdout.write(text)
+    else:
+        for renderable in _tables(result, verbose=verbose):
+            out.print(renderable)
+    if out_path is not None:
+        err.print(f"results written to {out_path}", markup=False, soft_wrap=True)
+
+
+class _StageProgress:
+    """One rich progress bar per stage on stderr, fed by ``(stage, done, total)``; silent when
+    stderr is not a terminal."""
+
+    def __init__(self) -> None:
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            disable=not err.is_terminal,
+        )
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> _StageProgress:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._progress.__exit__(None, None, None)
+
+    def update(self, stage: str, done: int, total: int) -> None:
+        if stage not in self._tasks:
+            self._tasks[stage] = self._progress.add_task(_STAGES.get(stage, stage), total=total)
+        self._progress.update(self._tasks[stage], completed=done)
+
+
+def _tables(result: EvalResult, *, verbose: bool) -> list[RenderableType]:
+    """The results as rich renderables: a heading, then one table per part."""
+    structured = result.structured
+    heading = Text(f"{result.model} on {result.data}", style="bold")
+    validity = Table(title="outputs", title_justify="left", show_header=False)
+    validity.add_column(style="bold")
+    validity.add_column(justify="right")
+    validity.add_column(justify="right")
+    for name, rate, count in (
+        ("JSON valid", structured.json_validity, structured.json_valid),
+        ("schema valid", structured.schema_validity, structured.schema_valid),
+    ):
+        validity.add_row(name, f"{rate:.1%}", f"{count:,} of {structured.examples:,}")
+    overview = Table(title="micro-F1", title_justify="left")
+    for column in ("level", "precision", "recall", "F1", "tp / predicted / gold"):
+        overview.add_column(column, justify="left" if column == "level" else "right")
+    for name, scores in (
+        ("code", structured.code),
+        ("code + subcode", structured.subcode),
+        ("span (exact)", structured.span),
+        ("joint", structured.joint),
+    ):
+        overview.add_row(name, *_f1_cells(scores))
+    tables: list[RenderableType] = [heading, validity, overview]
+    if result.pairwise is not None:
+        pairwise = result.pairwise
+        ranking = Table(
+            title=Text(f"pairwise accuracy on {result.pairs}"),
+            title_justify="left",
+            show_header=False,
+        )
+        ranking.add_column(style="bold")
+        ranking.add_column(justify="right")
+        ranking.add_row("accuracy", f"{pairwise.accuracy:.3f}")
+        source = "stored in the pairs" if pairwise.reference == "stored" else "reference model"
+        ranking.add_row("reference log-probs", source)
+        ranking.add_row("pairs (ties)", f"{pairwise.pairs:,} ({pairwise.ties:,})")
+        ranking.add_row("mean chosen log-prob", f"{pairwise.mean_chosen_logps:.3f}")
+        ranking.add_row("mean rejected log-prob", f"{pairwise.mean_rejected_logps:.3f}")
+        ranking.add_row("mean reward margin", f"{pairwise.mean_reward_margin:+.3f}")
+        tables.append(ranking)
+    if verbose:
+        tables += [_per_code(result), _confusion(result)]
+    return tables
+
+
+def _f1_cells(scores: MicroF1) -> tuple[str, str, str, str]:
+    return (
+        f"{scores.precision:.3f}",
+        f"{scores.recall:.3f}",
+        f"{scores.f1:.3f}",
+        f"{scores.true_positives:,} / {scores.predicted:,} / {scores.gold:,}",
+    )
+
+
+def _per_code(result: EvalResult) -> Table:
+    table = Table(title="per code (whole annotations)", title_justify="left")
+    for column in ("code", "precision", "recall", "F1", "tp / predicted / gold"):
+        table.add_column(column, justify="left" if column == "code" else "right")
+    for code, scores in result.structured.per_code.items():
+        table.add_row(Text(code), *_f1_cells(scores))
+    return table
+
+
+def _confusion(result: EvalResult) -> Table:
+    table = Table(
+        title="confusion (∅: missed or spurious)",
+        title_justify="left",
+    )
+    for column in ("gold", "predicted", "count"):
+        table.add_column(column, justify="right" if column == "count" else "left")
+    for (gold, predicted), count in result.structured.confusion.items():
+        style = "dim" if gold == predicted else None
+        table.add_row(_label(gold), _label(predicted), f"{count:,}", style=style)
+    return table
+
+
+def _label(label: tuple[str, str] | None) -> Text:
+    """A label as plain text: predicted labels are model output, not rich markup."""
+    return Text("∅" if label is None else f"{label[0]}/{label[1]}")

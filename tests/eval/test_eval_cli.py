@@ -1,0 +1,64 @@
+"""`tokenpo eval` end to end in a subprocess, and a usage error. (Library errors, which
+the app prints as one red line with exit 1, are tested in process: test_eval_evaluate.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eval_kit import HELD_OUT_PAIRS, TEST_ROWS, eval_files
+
+from cli_runner import run_tokenpo
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return eval_files(tmp_path_factory.mktemp("eval-cli"))
+
+
+def rates(results: dict[str, Any]) -> list[float]:
+    structured = results["structured"]
+    values = [structured["json_validity"], structured["schema_validity"]]
+    for level in ("code", "subcode", "span", "joint"):
+        values += [structured[level][name] for name in ("precision", "recall", "f1")]
+    return [*values, results["pairwise"]["accuracy"]]
+
+
+def test_eval_end_to_end(files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    result = run_tokenpo(
+        "eval", "--model", files["model"], "--data", files["data"], "--pairs", files["pairs"],
+        "--reference", files["reference"], "--out", out, "--max-new-tokens", "6", "--verbose",
+        "--device", "cpu",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    results = json.loads(out.read_text())
+    assert results["structured"]["examples"] == TEST_ROWS
+    assert len(results["completions"]) == TEST_ROWS
+    assert results["pairwise"]["pairs"] == HELD_OUT_PAIRS
+    assert results["pairwise"]["reference"] == "model"
+    assert all(0.0 <= value <= 1.0 for value in rates(results))
+    for heading in ("JSON valid", "joint", "pairwise accuracy", "per code", "confusion"):
+        assert heading in result.stdout
+    assert f"results written to {out}" in result.stderr
+
+
+def test_json_goes_to_stdout(files: dict[str, Path]) -> None:
+    result = run_tokenpo(
+        "eval", "-m", files["model"], "-d", files["data"], "--json", "--limit", "2",
+        "--max-new-tokens", "4", "--device", "cpu",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    results = json.loads(result.stdout)
+    assert results["structured"]["examples"] == 2
+    assert results["pairwise"] is None
+
+
+def test_a_missing_model_directory_is_a_usage_error(files: dict[str, Path], tmp_path: Path) -> None:
+    missing = tmp_path / "no-model"
+    result = run_tokenpo("eval", "--model", missing, "--data", files["data"])
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+    assert missing.name in result.stderr

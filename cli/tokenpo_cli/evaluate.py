@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import RenderableType
@@ -21,9 +21,11 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from tokenpo.eval import EvalOptions, EvalResult, MicroF1, evaluate
 from tokenpo.exceptions import InputError
 from tokenpo_cli.console import err, out
+
+if TYPE_CHECKING:
+    from tokenpo.eval import EvalResult, MicroF1
 
 _STAGES = {"generate": "generating", "pairwise": "scoring pairs"}
 
@@ -102,6 +104,8 @@ def eval_command(
     spans and whole annotations; with `--pairs`, how often the implicit reward (policy minus
     reference log-probs) ranks the chosen completion over the rejected one.
     """
+    from tokenpo.eval import EvalOptions, evaluate
+
     options = EvalOptions(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,

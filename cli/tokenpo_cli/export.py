@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from tokenpo.train.export import export_checkpoint
 from tokenpo_cli.console import out
 
 
@@ -35,6 +34,8 @@ def export_command(
     number of ranks trained the run. The model is rebuilt from RUN_DIR/config.toml, which
     needs the run's training shards (for the vocabulary) where it names them.
     """
+    from tokenpo.train.export import export_checkpoint
+
     written = export_checkpoint(
         run_dir, checkpoint=checkpoint, out_dir=out_dir, overwrite=overwrite
     )

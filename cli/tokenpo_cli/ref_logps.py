@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import (
@@ -17,8 +17,10 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from tokenpo.train.ref_logps import RefLogpsOptions, RefLogpsResult, compute_ref_logps
 from tokenpo_cli.console import err, out
+
+if TYPE_CHECKING:
+    from tokenpo.train.ref_logps import RefLogpsResult
 
 
 def ref_logps_command(
@@ -49,6 +51,8 @@ def ref_logps_command(
     skips shards already computed with the same model, so an interrupted run resumes. On
     several GPUs: `torchrun --nproc-per-node N -m tokenpo_cli ref-logps ...`.
     """
+    from tokenpo.train.ref_logps import RefLogpsOptions, compute_ref_logps
+
     options = RefLogpsOptions(
         dtype=dtype,  # type: ignore[arg-type]  # validated by RefLogpsOptions
         batch_size=batch_size,

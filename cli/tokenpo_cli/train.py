@@ -10,8 +10,6 @@ import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from tokenpo.exceptions import ConfigError
-from tokenpo.train.config import default_config_toml, load_config
-from tokenpo.train.loop import train
 from tokenpo_cli.console import err, out
 
 # Shown beside the bar when the loss reports them.
@@ -62,6 +60,9 @@ def train_command(
     Metrics go to RUN_DIR/metrics.jsonl, checkpoints to RUN_DIR/checkpoints, and the trained
     policy, in the Hugging Face format, to RUN_DIR/final. `--print-config` shows every key.
     """
+    from tokenpo.train.config import default_config_toml, load_config
+    from tokenpo.train.loop import train
+
     if print_config:
         out.print(default_config_toml(), markup=False, highlight=False, end="")
         return

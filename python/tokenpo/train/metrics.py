@@ -6,11 +6,12 @@ import json
 import resource
 import sys
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["MetricsLog", "peak_memory_gib", "read_metrics"]
+
+if TYPE_CHECKING:
+    import torch
 
 
 class MetricsLog:
@@ -49,6 +50,9 @@ def _records_up_to(path: Path, step: int) -> list[dict[str, Any]]:
 
 def peak_memory_gib(device: torch.device) -> float:
     """Peak memory of this process so far: allocated CUDA memory on GPU, else peak RSS."""
+    # Imported here so that reading metrics (tokenpo plot) does not load torch.
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -159,7 +159,6 @@ def test_stored_reference_log_probs_give_the_losses_of_a_live_reference(tmp_path
     traces = []
     for use_stored in (False, True):
         run = tmp_path / f"stored-{use_stored}"
-        run.mkdir()
         config_path = run_config(
             run,
             shards,
@@ -171,3 +170,16 @@ def test_stored_reference_log_probs_give_the_losses_of_a_live_reference(tmp_path
     assert [step for step, _ in traces[1]] == [1, 2, 3, 4]
     for (_, live), (_, stored) in zip(*traces, strict=True):
         assert stored == pytest.approx(live, abs=1e-5)
+
+
+def test_bf16_mixed_precision_trains_on_one_process(tmp_path: Path, shards: Path) -> None:
+    config = load_config(
+        run_config(tmp_path, shards, model={"mixed_precision": "bf16"}, loss={"name": "tabpo"})
+    )
+    result = train(config)
+    losses = [loss for _, loss in losses_of(result.run_dir)]
+    assert len(losses) == 4
+    assert all(math.isfinite(loss) for loss in losses)
+    # The first loss is log 2 plus the barrier, as in float32, up to bf16 rounding.
+    float32 = train(load_config(run_config(tmp_path / "f32", shards, loss={"name": "tabpo"})))
+    assert losses[0] == pytest.approx(losses_of(float32.run_dir)[0][1], rel=0.02)

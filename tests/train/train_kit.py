@@ -42,6 +42,7 @@ def run_config(directory: Path, shards: Path, **sections: dict[str, Any]) -> Pat
     }
     for name, values in sections.items():
         config.setdefault(name, {}).update(values)
+    directory.mkdir(parents=True, exist_ok=True)
     path = directory / "run.toml"
     path.write_text(tomli_w.dumps(config))
     return path

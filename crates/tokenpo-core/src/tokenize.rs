@@ -2,7 +2,9 @@
 //! conversations with the model's Jinja chat template (minijinja).
 //!
 //! Prompt and completions are encoded separately, so no BPE merge crosses the boundary.
-//! Completions end with the EOS token.
+//! Completions end with the EOS token. The byte spans of completion tokens are sums of
+//! token byte lengths when the tokenizer is byte-level (`byte_spans`), else the offsets
+//! the tokenizer tracks.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,11 @@ use tokenizers::Tokenizer;
 use crate::error::{Error, Result};
 use crate::io::checksum::sha256_hex;
 use crate::pair::Message;
+use byte_spans::TokenByteLengths;
+
+mod byte_spans;
+#[cfg(test)]
+mod tests;
 
 /// Tokens that commonly end a sequence, tried in order when no config names the EOS.
 const EOS_CANDIDATES: [&str; 5] = ["<|endoftext|>", "</s>", "<|im_end|>", "<eos>", "<|eot_id|>"];
@@ -25,12 +32,15 @@ pub struct Encoded {
     /// Token ids.
     pub ids: Vec<u32>,
     /// Byte offsets `(start, end)` into the text, one per token; empty when not asked for.
+    /// They need not lie on char boundaries: a byte-level token may hold part of a char.
     pub offsets: Vec<(usize, usize)>,
 }
 
 /// A tokenizer with its EOS token and, for conversational data, its chat template.
 pub struct PairTokenizer {
     tokenizer: Tokenizer,
+    /// Set when the tokenizer is byte-level: completion spans without offset tracking.
+    byte_lengths: Option<TokenByteLengths>,
     eos_id: u32,
     template: Option<ChatTemplate>,
     file: PathBuf,
@@ -83,7 +93,8 @@ impl PairTokenizer {
             None => None,
         };
         let sha256 = sha256_hex(&bytes);
-        Ok(Self { tokenizer, eos_id, template, file: tokenizer_file, sha256 })
+        let byte_lengths = TokenByteLengths::of(&tokenizer);
+        Ok(Self { tokenizer, byte_lengths, eos_id, template, file: tokenizer_file, sha256 })
     }
 
     /// The tokenizer.json this was loaded from.
@@ -119,18 +130,25 @@ impl PairTokenizer {
     /// Encodes a prompt with the model's special tokens (a BOS, when its post-processor adds
     /// one). No offsets: nothing classifies prompt tokens.
     pub fn encode_prompt(&self, text: &str) -> std::result::Result<Encoded, String> {
-        self.encode(text, true, false)
+        let ids = self.encode_ids(text, true)?;
+        Ok(Encoded { ids, offsets: Vec::new() })
     }
 
     /// Encodes a completion without special tokens, then appends the EOS unless the text
     /// already ends with it (chat templates often close the turn with it). Byte offsets
-    /// only `with_offsets`: tracking them costs the tokenizer a good share of its time.
+    /// only `with_offsets`: from the byte length of each token when the tokenizer is
+    /// byte-level; otherwise, or when those do not add up to the text, the tokenizer
+    /// tracks them, at some cost (see `byte_spans`).
     pub fn encode_completion(
         &self,
         text: &str,
         with_offsets: bool,
     ) -> std::result::Result<Encoded, String> {
-        let mut encoded = self.encode(text, false, with_offsets)?;
+        let mut encoded = if with_offsets {
+            self.encode_with_offsets(text)?
+        } else {
+            Encoded { ids: self.encode_ids(text, false)?, offsets: Vec::new() }
+        };
         if encoded.ids.last() != Some(&self.eos_id) {
             encoded.ids.push(self.eos_id);
             if with_offsets {
@@ -140,20 +158,34 @@ impl PairTokenizer {
         Ok(encoded)
     }
 
-    fn encode(
+    /// Token ids only: `encode_fast` tracks no offsets.
+    fn encode_ids(
         &self,
         text: &str,
         add_special_tokens: bool,
-        with_offsets: bool,
-    ) -> std::result::Result<Encoded, String> {
-        let encoding = if with_offsets {
-            self.tokenizer.encode(text, add_special_tokens)
-        } else {
-            self.tokenizer.encode_fast(text, add_special_tokens)
+    ) -> std::result::Result<Vec<u32>, String> {
+        let encoding = self
+            .tokenizer
+            .encode_fast(text, add_special_tokens)
+            .map_err(|error| error.to_string())?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Encodes without special tokens, with the byte span of each token.
+    fn encode_with_offsets(&self, text: &str) -> std::result::Result<Encoded, String> {
+        if let Some(byte_lengths) = &self.byte_lengths {
+            let ids = self.encode_ids(text, false)?;
+            if let Some(offsets) = byte_lengths.spans(&ids, text.len()) {
+                return Ok(Encoded { ids, offsets });
+            }
         }
-        .map_err(|error| error.to_string())?;
-        let offsets = if with_offsets { encoding.get_offsets().to_vec() } else { Vec::new() };
-        Ok(Encoded { ids: encoding.get_ids().to_vec(), offsets })
+        self.encode_tracking_offsets(text)
+    }
+
+    /// Encodes without special tokens, the tokenizer tracking the offsets.
+    fn encode_tracking_offsets(&self, text: &str) -> std::result::Result<Encoded, String> {
+        let encoding = self.tokenizer.encode(text, false).map_err(|error| error.to_string())?;
+        Ok(Encoded { ids: encoding.get_ids().to_vec(), offsets: encoding.get_offsets().to_vec() })
     }
 
     /// Renders the prompt messages with the chat template, ready for the assistant's turn.

@@ -105,7 +105,8 @@ def test_conversations_are_rendered_with_the_chat_template(tmp_path: Path, model
         [write_rows(conversations, tmp_path / "c.jsonl")], model_dir, tmp_path / "o"
     )
     assert manifest.raw["tokenizer"]["chat_template"] is True
-    template = jinja2.Template(
+    # The environment transformers renders chat templates with.
+    template = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(
         json.loads((model_dir / "tokenizer_config.json").read_text())["chat_template"]
     )
     tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))

@@ -80,11 +80,6 @@ def test_prompt_ids_equal_the_ones_prep_writes(
     assert got == expected
 
 
-@pytest.mark.xfail(
-    reason="prep renders chat templates with minijinja's defaults; transformers (and so eval) "
-    "sets trim_blocks and lstrip_blocks: crates/tokenpo-core/src/tokenize.rs should set them too",
-    strict=True,
-)
 def test_prompt_ids_equal_prep_for_a_template_that_relies_on_trim_blocks(
     model_dir: Path, tmp_path: Path
 ) -> None:

@@ -9,6 +9,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use minijinja::syntax::SyntaxConfig;
 use minijinja::{Environment, context};
 use serde_json::Value;
 use tokenizers::Tokenizer;
@@ -221,6 +222,13 @@ impl ChatTemplate {
     fn from_config(config: &Value, eos_token: &str, file: &Path) -> Result<Option<Self>> {
         let Some(source) = template_source(config) else { return Ok(None) };
         let mut environment = Environment::new();
+        // As transformers renders chat templates: a newline after a block tag and the
+        // indentation before one are not output.
+        let syntax = SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build();
+        environment.set_syntax(syntax.map_err(|error| Error::Tokenizer {
+            file: file.to_owned(),
+            reason: format!("chat template syntax: {error}"),
+        })?);
         minijinja_contrib::add_to_environment(&mut environment);
         environment
             .set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);

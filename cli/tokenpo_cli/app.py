@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import typer
 
 from tokenpo.exceptions import TokenpoError
-from tokenpo_cli import diff, evaluate, export, pipeline, plot, prep, ref_logps, stats, train
+from tokenpo_cli import demo, diff, evaluate, export, pipeline, plot, prep, ref_logps, stats, train
 from tokenpo_cli.console import err
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app.command(name="export")(export.export_command)
 app.command(name="ref-logps")(ref_logps.ref_logps_command)
 app.command(name="eval")(evaluate.eval_command)
 app.add_typer(pipeline.app, name="pipeline")
+app.add_typer(demo.app, name="demo")
 
 
 @dataclass(slots=True)

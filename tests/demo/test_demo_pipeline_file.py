@@ -1,0 +1,48 @@
+"""The generated pipeline file: the shipped example, and what the runner reads from it."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tokenpo.demo import DEFAULT_PLAN, QUICK_PLAN, DemoPlan, pipeline_toml, run_name
+from tokenpo.exceptions import ConfigError
+from tokenpo.pipeline import load_pipeline
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "demo.toml"
+
+
+def test_the_shipped_example_is_the_generated_file_for_one_seed() -> None:
+    assert EXAMPLE.read_text() == pipeline_toml(DEFAULT_PLAN, workdir="runs/demo")
+
+
+def test_the_runner_reads_one_stage_per_method_seed_and_eval(tmp_path: Path) -> None:
+    plan = replace(QUICK_PLAN, seeds=(0, 1))
+    file = tmp_path / "demo.toml"
+    file.write_text(pipeline_toml(plan))
+    pipeline = load_pipeline(file)
+    runs = [run_name(name, seed) for seed in (0, 1) for name in plan.methods]
+    names = [stage.name for stage in pipeline.stages]
+    assert names == [
+        "data",
+        "sft",
+        "negatives",
+        *runs,
+        "eval-sft",
+        *(f"eval-{run}" for run in runs),
+        "curves",
+        "report",
+    ]
+    assert pipeline.workdir == tmp_path
+    report = pipeline.stage("report")
+    assert tmp_path / "runs" / "tabpo-s1" / "test_eval.json" in report.inputs
+    train = pipeline.stage("dpo-s1")
+    assert train.run[:4] == ("tokenpo", "demo", "train-method", "dpo")
+    assert train.outputs == (tmp_path / "runs" / "dpo-s1" / "final" / "config.json",)
+
+
+def test_a_plan_with_an_unknown_method_is_refused() -> None:
+    with pytest.raises(ConfigError, match="no method 'nope'"):
+        DemoPlan(methods=("dpo", "nope"))

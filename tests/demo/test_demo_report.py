@@ -1,0 +1,65 @@
+"""Report aggregation: mean ± std over seeds, the change over SFT, the files written."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from tokenpo.demo import aggregate, collect_report, relative_change
+
+
+def test_aggregate_gives_mean_and_sample_std_over_seeds() -> None:
+    summaries = aggregate(
+        {
+            "dpo": [{"joint_f1": 0.4, "chosen_drift": None}, {"joint_f1": 0.6}],
+            "sft": [{"joint_f1": 0.5, "chosen_drift": None}],
+        }
+    )
+    joint = summaries["dpo"]["joint_f1"]
+    assert joint.mean == pytest.approx(0.5)
+    assert joint.std == pytest.approx(math.sqrt(0.02))
+    assert joint.n == 2
+    assert summaries["sft"]["joint_f1"].std == 0.0
+    assert summaries["sft"]["chosen_drift"].mean is None
+    assert summaries["sft"]["chosen_drift"].n == 0
+
+
+def test_relative_change_is_none_without_a_baseline() -> None:
+    assert relative_change(0.55, 0.5) == pytest.approx(0.1)
+    assert relative_change(0.5, 0.0) is None
+    assert relative_change(None, 0.5) is None
+
+
+def _eval(path: Path, joint: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    score = {"f1": joint}
+    structured = {
+        "joint": score,
+        "code": {"f1": 0.9},
+        "subcode": {"f1": 0.8},
+        "span": {"f1": 0.7},
+        "json_validity": 1.0,
+    }
+    path.write_text(json.dumps({"structured": structured}))
+
+
+def test_collect_report_reads_the_evals_and_the_drift(tmp_path: Path) -> None:
+    _eval(tmp_path / "sft" / "test_eval.json", 0.5)
+    _eval(tmp_path / "runs" / "tabpo-s0" / "test_eval.json", 0.6)
+    _eval(tmp_path / "runs" / "tabpo-s1" / "test_eval.json", 0.5)
+    metrics = [{"step": 1, "val/logps/chosen_drift": -1.0}, {"step": 2, "loss": 0.3}]
+    metrics += [{"step": 3, "val/logps/chosen_drift": -2.5}]
+    lines = "".join(json.dumps(record) + "\n" for record in metrics)
+    (tmp_path / "runs" / "tabpo-s0" / "metrics.jsonl").write_text(lines)
+    results = collect_report(tmp_path)
+    tabpo = results["summaries"]["tabpo"]
+    assert tabpo["joint_f1"]["mean"] == pytest.approx(0.55)
+    assert tabpo["relative_joint_f1"]["mean"] == pytest.approx(0.1)
+    assert tabpo["chosen_drift"] == {"mean": -2.5, "std": 0.0, "n": 1}
+    assert results["summaries"]["sft"]["relative_joint_f1"]["mean"] == 0.0
+    assert [seed["seed"] for seed in results["per_seed"]["tabpo"]] == [0.0, 1.0]
+    written = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert written == results

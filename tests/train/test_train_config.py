@@ -375,7 +375,7 @@ def test_sft_is_a_loss_with_one_option() -> None:
         "loss: sft got unknown parameter(s) beta; valid: weighted"
     )
     assert load_error("loss.name=sft", "loss.weighted=1") == (
-        "loss.weighted must be a bool (true or false), got 1 (int)"
+        "loss: sft.weighted must be a bool, got 1"
     )
 
 

@@ -10,19 +10,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import RenderableType
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
     TaskID,
-    TextColumn,
-    TimeElapsedColumn,
 )
 from rich.table import Table
 from rich.text import Text
 
 from tokenpo.exceptions import InputError
-from tokenpo_cli.console import err, out
+from tokenpo_cli.console import err, out, progress_bar
 
 if TYPE_CHECKING:
     from tokenpo.eval import EvalResult, MicroF1
@@ -146,15 +140,7 @@ class _StageProgress:
     stderr is not a terminal."""
 
     def __init__(self) -> None:
-        self._progress = Progress(
-            SpinnerColumn(),
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            disable=not err.is_terminal,
-        )
+        self._progress = progress_bar(terminal_only=True)
         self._tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> _StageProgress:

@@ -8,13 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
     TaskID,
-    TextColumn,
-    TimeElapsedColumn,
 )
 from rich.table import Table
 from tokenizers import Tokenizer
@@ -22,7 +16,7 @@ from tokenizers import Tokenizer
 import tokenpo
 from tokenpo.data import read_prepared_row
 from tokenpo.prep import IMPORTANCE_PRESETS, Manifest, PrepOptions, token_class_name
-from tokenpo_cli.console import err, out
+from tokenpo_cli.console import out, progress_bar
 
 
 def prep_command(
@@ -109,16 +103,7 @@ class _PrepProgress:
     """A rich progress display fed by prep's (kind, a, b, c) callback."""
 
     def __init__(self) -> None:
-        self._progress = Progress(
-            SpinnerColumn(),
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"),
-            TimeElapsedColumn(),
-            console=err,
-            transient=False,
-        )
+        self._progress = progress_bar(detail=True)
         self._tokenize: TaskID | None = None
         self._write: TaskID | None = None
         self._started = time.perf_counter()

@@ -8,16 +8,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
     TaskID,
-    TextColumn,
-    TimeElapsedColumn,
 )
 
-from tokenpo_cli.console import err, out
+from tokenpo_cli.console import out, progress_bar
 
 if TYPE_CHECKING:
     from tokenpo.train.ref_logps import RefLogpsResult
@@ -70,16 +64,7 @@ class _PairProgress:
     """A rich progress bar over pairs, fed by the ``(done, total)`` callback."""
 
     def __init__(self) -> None:
-        self._progress = Progress(
-            SpinnerColumn(),
-            TextColumn("[bold]reference log-probs"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"),
-            TimeElapsedColumn(),
-            console=err,
-            transient=False,
-        )
+        self._progress = progress_bar(detail=True)
         self._task: TaskID | None = None
         self._started = 0.0
 
@@ -92,7 +77,7 @@ class _PairProgress:
 
     def update(self, done: int, total: int) -> None:
         if self._task is None:  # the first call comes once the model is loaded
-            self._task = self._progress.add_task("ref-logps", total=total, detail="")
+            self._task = self._progress.add_task("reference log-probs", total=total, detail="")
             self._started = time.perf_counter()
         rate = done / max(time.perf_counter() - self._started, 1e-9)
         self._progress.update(self._task, completed=done, detail=f"{rate:,.0f} pairs/s")

@@ -64,7 +64,8 @@ def train_command(
     from tokenpo.train.loop import train
 
     if print_config:
-        out.print(default_config_toml(), markup=False, highlight=False, end="")
+        # A file's text, not console output: rich would wrap it at the console width.
+        sys.stdout.write(default_config_toml())
         return
     if config is None:
         raise ConfigError("--config is required (see `tokenpo train --print-config`)")

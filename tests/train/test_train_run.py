@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -183,3 +186,17 @@ def test_bf16_mixed_precision_trains_on_one_process(tmp_path: Path, shards: Path
     # The first loss is log 2 plus the barrier, as in float32, up to bf16 rounding.
     float32 = train(load_config(run_config(tmp_path / "f32", shards, loss={"name": "tabpo"})))
     assert losses[0] == pytest.approx(losses_of(float32.run_dir)[0][1], rel=0.02)
+
+
+def test_printed_config_redirected_to_a_file_loads(tmp_path: Path, shards: Path) -> None:
+    # A narrow terminal width must not wrap the long comment lines into invalid TOML.
+    printed = subprocess.run(
+        [sys.executable, "-m", "tokenpo_cli", "train", "--print-config"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "40"},
+        check=True,
+    ).stdout
+    path = tmp_path / "run.toml"
+    path.write_text(printed.replace("# shards = <a string>", f'shards = "{shards}"'))
+    assert load_config(path).data.shards == str(shards)

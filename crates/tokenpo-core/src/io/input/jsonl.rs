@@ -3,6 +3,7 @@
 //! Rows are numbered by physical line from 0, blank lines included (they are skipped,
 //! not rows), so row `r` of a quarantine record is line `r + 1` in an editor.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -19,6 +20,8 @@ use crate::pair::{Message, Quarantined, RowOutcome, RowSource, Turns};
 const BYTE_ORDER_MARK: &[u8] = b"\xEF\xBB\xBF";
 /// Read buffer: lines are read from it one at a time.
 const BUFFER_BYTES: usize = 1 << 16;
+/// How many objects at the start of a file are checked for the required columns.
+const PEEKED_OBJECTS: usize = 100;
 
 /// The rows of a JSONL file, one line in memory at a time.
 pub(super) struct JsonlRows {
@@ -32,8 +35,10 @@ pub(super) struct JsonlRows {
 
 impl JsonlRows {
     /// Opens a JSONL file. A file whose first character is `[` (one JSON array, not one
-    /// object per line) is an error.
+    /// object per line) is an error, and so is one whose first objects all lack a required
+    /// column (a wrong column map, most likely): see [`check_required_columns`].
     pub(super) fn open(path: &Path, file_index: u32, map: &ColumnMap) -> Result<Self> {
+        check_required_columns(path, map)?;
         let file = File::open(path).map_err(|error| Error::io(path, &error))?;
         let mut reader = BufReader::with_capacity(BUFFER_BYTES, file);
         let start = reader.fill_buf().map_err(|error| Error::io(path, &error))?;
@@ -70,6 +75,46 @@ impl JsonlRows {
             }
         }
     }
+}
+
+/// Fails when none of the first [`PEEKED_OBJECTS`] objects of the file has a required
+/// column, naming the column and listing the keys found, as the Arrow readers do from
+/// the schema. A row that lacks one while others have it is only quarantined.
+fn check_required_columns(path: &Path, map: &ColumnMap) -> Result<()> {
+    let file = File::open(path).map_err(|error| Error::io(path, &error))?;
+    let objects: Vec<Map<String, Value>> = BufReader::with_capacity(BUFFER_BYTES, file)
+        .split(b'\n')
+        .map_while(std::result::Result::ok)
+        .filter_map(|line| {
+            let line = line.strip_prefix(BYTE_ORDER_MARK).unwrap_or(&line);
+            match serde_json::from_slice(line) {
+                Ok(Value::Object(object)) => Some(object),
+                _ => None,
+            }
+        })
+        .take(PEEKED_OBJECTS)
+        .collect();
+    if objects.is_empty() {
+        return Ok(());
+    }
+    for column in Column::ALL.into_iter().filter(|column| column.is_required()) {
+        let name = map.name_of(column);
+        if objects.iter().all(|object| !object.contains_key(name)) {
+            let found: BTreeSet<&str> =
+                objects.iter().flat_map(|object| object.keys().map(String::as_str)).collect();
+            let found: Vec<&str> = found.into_iter().collect();
+            return Err(file_error(
+                path,
+                format!(
+                    "required column {} missing from the first {} objects (keys found: {})",
+                    map.describe(column),
+                    objects.len(),
+                    found.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The row on one line, or `None` for a blank line.

@@ -169,6 +169,22 @@ fn jsonl_input_rejects_a_json_array_and_a_missing_file() {
 }
 
 #[test]
+fn jsonl_input_without_a_required_column_is_a_file_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path =
+        write(&dir, "pairs.jsonl", b"{\"a\": \"c\", \"b\": \"r\"}\nnot json\n{\"a\": \"c\"}\n");
+    assert_eq!(
+        open_error(&path, &ColumnMap::identity()),
+        "required column 'chosen' missing from the first 2 objects (keys found: a, b)"
+    );
+    let renamed = ColumnMap::parse("chosen=a,rejected=x").unwrap();
+    assert_eq!(
+        open_error(&path, &renamed),
+        "required column 'x' (rejected) missing from the first 2 objects (keys found: a, b)"
+    );
+}
+
+#[test]
 fn jsonl_input_of_only_blank_lines_has_no_batches() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(&dir, "empty.jsonl", b"\n\n  \n");

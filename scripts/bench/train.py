@@ -5,7 +5,7 @@ Usage (from the repository root, after scripts/setup):
     .venv/bin/python scripts/bench/train.py                    # both sets, 6-9 min on 2 cores
     .venv/bin/python scripts/bench/train.py --quick            # smoke run, 1-2 min; ratios: noise
     .venv/bin/python scripts/bench/train.py --steps 20 --batch-size 8 --sets long
-    .venv/bin/python scripts/bench/train.py --row-tokens 384   # tokenpo packs pairs into rows
+    .venv/bin/python scripts/bench/train.py --row-tokens 0     # tokenpo: a pair per row
 
 Model: a transformers Llama (4 layers, hidden 256) initialized at random from a config.json
 with the same seed on both sides, float32, on the CPU (2 threads unless --threads); the
@@ -16,7 +16,8 @@ apart) and the long chat pairs of scripts/bench/prep.py, EOS appended to each co
 - tokenpo: `tokenpo.prep` to Arrow IPC shards and the reference log-probs stored with
   `compute_ref_logps` (a one-time cost, timed apart and left out of tokens/s), then
   `tokenpo.train.loop.train` in the shared layout (one copy of the prompt and of the
-  completions' common prefix per pair), a pair per row unless --row-tokens;
+  completions' common prefix per pair), pairs packed into rows of the trainer's default
+  `data.row_tokens` unless --row-tokens says otherwise (0: a pair per row);
 - TRL: `DPOTrainer` with an explicit reference model, its defaults otherwise, except
   `gradient_checkpointing=False`: TRL turns it on by default and tokenpo does not, so the two
   would not do the same work per token (--trl-checkpointing measures TRL's default).
@@ -56,6 +57,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tokenpo.synthetic import train_bpe_tokenizer
+from tokenpo.train.config import DataConfig
 
 EOS = "<|endoftext|>"
 SEED = 0
@@ -88,6 +90,7 @@ class Spec:
     warmup: int
     threads: int = 2
     row_tokens: int | None = None
+    """tokenpo's data.row_tokens; None: the trainer's default, 0: a pair per row."""
     trl_checkpointing: bool = False
 
     @property
@@ -360,7 +363,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="first steps left out of tokens/s")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 3 steps of 4 pairs")
     parser.add_argument("--threads", type=int, default=2, help="torch threads on each side")
-    parser.add_argument("--row-tokens", type=int, help="tokenpo: pack pairs into rows this long")
+    parser.add_argument(
+        "--row-tokens",
+        type=int,
+        help="tokenpo: pack pairs into rows this long (0: a pair per row; default: the trainer's)",
+    )
     parser.add_argument("--trl-checkpointing", action="store_true", help="TRL's default")
     parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS), help="pair sets")
     parser.add_argument("--run", nargs=2, metavar=("NAME", "SPEC"), help=argparse.SUPPRESS)
@@ -397,7 +404,9 @@ def compare(console: Console, args: argparse.Namespace) -> None:
             results[kind] = {"setup": run_setup(spec), **lockstep(spec)}
             console.log(f"{SETS[kind][0]}: done")
     console.print(result_table(args, results))
-    tokenpo_rows = "one pair per row" if args.row_tokens is None else f"rows of {args.row_tokens}"
+    default_rows = DataConfig(shards="-").row_tokens
+    row_tokens = default_rows if args.row_tokens is None else args.row_tokens
+    tokenpo_rows = f"rows of {row_tokens} tokens" if row_tokens else "a pair per row"
     console.print(
         f"tokenpo: shared layout, {tokenpo_rows}, reference log-probs stored beforehand (prep +"
         f" ref, one-time, not in tokens/s). TRL: reference model run every step, gradient "

@@ -57,7 +57,7 @@ def everything_set() -> TrainConfig:
             val_shards="val/",
             batch_size=32,
             micro_batch_size=8,
-            row_tokens=512,
+            row_tokens=None,
             use_stored_ref=False,
             tokenizer="tok.json",
         ),
@@ -306,10 +306,7 @@ def test_bad_choice_lists_the_allowed_values(override: str, message: str) -> Non
             ["data.micro_batch_size=32"],
             "data.micro_batch_size (32) must be <= data.batch_size (16)",
         ),
-        (
-            ["data.row_tokens=256", "data.layout=padded"],
-            "data.row_tokens packs pairs in the shared layout only, but data.layout = 'padded'",
-        ),
+        (["data.row_tokens=-1"], "data.row_tokens must be >= 1, got -1"),
         (
             ["model.source=./m", "model.gpt.num_hidden_layers=2"],
             "model.gpt configures the built-in GPT only, but model.source = './m'",

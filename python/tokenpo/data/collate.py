@@ -93,9 +93,10 @@ def collate(
 ) -> PackedBatch:
     """Lay out ``rows`` for one forward pass.
 
-    ``row_tokens`` packs several pairs into a row of at most that many tokens (``shared``
-    layout only; a pair longer than that gets a row of its own); ``None`` gives each pair
-    its own row.
+    ``row_tokens`` packs pairs into rows of that many tokens, first fit, longest first
+    (``shared`` layout only; rows are at least as long as the longest pair, so one longer
+    than ``row_tokens`` is packed with others into rows of its length); ``None`` gives each
+    pair its own row.
 
     Raises:
         InputError: a pair has an empty prompt (its first completion token would have no
@@ -284,18 +285,27 @@ def _place_pair(
 
 
 def _pack(lengths: list[int], row_tokens: int | None) -> tuple[list[tuple[int, int]], list[int]]:
-    """Places segments in order, each in the current row while it fits (next fit), else in a
-    new row. Returns each segment's ``(row, start)`` and each row's length."""
-    placements: list[tuple[int, int]] = []
+    """Places segments in rows: first fit, longest first, in rows of ``row_tokens`` tokens or
+    of the longest segment when that is longer (``None``: a segment per row, in order).
+    Returns each segment's ``(row, start)`` and each row's length.
+
+    Rows are padded to the longest one anyway, so filling them up to it costs nothing; the
+    sort only decides where each segment goes, the batch keeps its order of pairs.
+    """
+    if row_tokens is None:
+        starts = [(row, 0) for row in range(len(lengths))]
+        return starts, list(lengths)
+    budget = max(row_tokens, *lengths) if lengths else row_tokens
+    placements = [(0, 0)] * len(lengths)
     row_lengths: list[int] = []
-    for length in lengths:
-        fits = (
-            row_tokens is not None and bool(row_lengths) and row_lengths[-1] + length <= row_tokens
-        )
-        if not fits:
+    for segment in sorted(range(len(lengths)), key=lambda index: -lengths[index]):
+        length = lengths[segment]
+        row = next((row for row, used in enumerate(row_lengths) if used + length <= budget), None)
+        if row is None:
+            row = len(row_lengths)
             row_lengths.append(0)
-        placements.append((len(row_lengths) - 1, row_lengths[-1]))
-        row_lengths[-1] += length
+        placements[segment] = (row, row_lengths[row])
+        row_lengths[row] += length
     return placements, row_lengths
 
 

@@ -57,10 +57,11 @@ def run_pairs(
     totals = PassTotals()
     micro = data_config.micro_batch_size or len(indices)
     use_stored = reference is None and objective.needs_reference
+    row_tokens = data_config.row_tokens if data_config.layout == "shared" else None
     for start in range(0, len(indices), micro):
         chunk = indices[start : start + micro]
         rows = data.rows(chunk, with_ref=use_stored)
-        batch = collate(rows, layout=data_config.layout, row_tokens=data_config.row_tokens)
+        batch = collate(rows, layout=data_config.layout, row_tokens=row_tokens)
         batch = batch.to(device)
         precision = torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast)
         with torch.set_grad_enabled(backward), precision:

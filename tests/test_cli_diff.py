@@ -84,7 +84,7 @@ def test_bad_files_give_one_clear_line(
     path = tmp_path / "pairs.parquet"
     pq.write_table(pa.table(table), path)
     result = run_tokenpo("diff", "--data", path, "--row", str(row), "-t", tokenizer_json)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert f"error: {path}" in result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -101,7 +101,7 @@ def test_a_broken_tokenizer_file(tmp_path: Path):
     path = tmp_path / "tokenizer.json"
     path.write_text("{not json")
     result = run_tokenpo("diff", "a", "b", "--tokenizer", path)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert f"{path}: not a valid tokenizer.json" in result.stderr
 
 

@@ -41,7 +41,7 @@ def test_prep_stops_on_a_file_without_the_columns(tmp_path: Path):
     source = tmp_path / "other.parquet"
     pq.write_table(pa.table({"question": ["q"], "answer": ["a"]}), source)
     result = run_tokenpo("prep", source, "-t", tokenizer, "-o", tmp_path / "out")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert f"error: {source}: required column 'chosen' missing" in result.stderr
     assert "question, answer" in result.stderr
 
@@ -67,5 +67,5 @@ def test_a_column_map_renames_inputs(tmp_path: Path):
     bad_map = run_tokenpo(
         "prep", source, "-t", tokenizer, "-o", tmp_path / "o2", "--column-map", "answer=x"
     )
-    assert bad_map.returncode == 1
+    assert bad_map.returncode == 2
     assert "unknown column 'answer'" in bad_map.stderr

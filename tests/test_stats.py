@@ -500,7 +500,7 @@ def test_the_command_on_an_empty_directory(tmp_path: Path) -> None:
 
 def test_the_command_without_a_manifest_gives_one_red_line(tmp_path: Path) -> None:
     result = run_tokenpo("stats", tmp_path)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: {tmp_path}: no manifest.json; is it a prep output?"
     ]
@@ -511,6 +511,6 @@ def test_an_unwritable_output_gives_one_red_line(tmp_path: Path) -> None:
     directory = write_prepared(tmp_path / "prepared", ROWS[:5])
     target = tmp_path / "missing" / "stats.json"
     result = run_tokenpo("stats", directory, "--json", target)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.startswith(f"error: {target}: cannot write the JSON: ")
     assert "Traceback" not in result.stderr

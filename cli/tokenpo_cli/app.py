@@ -6,13 +6,14 @@ from dataclasses import dataclass
 
 import typer
 
-from tokenpo.exceptions import TokenpoError
+from tokenpo.exceptions import ConfigError, InputError, TokenpoError
 from tokenpo_cli import demo, diff, evaluate, export, pipeline, plot, prep, ref_logps, stats, train
 from tokenpo_cli.console import err
 
 app = typer.Typer(
     name="tokenpo",
     help="Token-level preference optimization: prepare pairs, train, evaluate.",
+    epilog="Exit codes: 0 ok, 1 failed, 2 bad usage or input.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
@@ -45,11 +46,12 @@ def _root(
 
 
 def main() -> None:
-    """Entry point: runs the app and turns tokenpo errors into one red line and exit 1."""
+    """Entry point: runs the app and turns tokenpo errors into one red line, exiting 2 for bad
+    input or options (as Typer does for bad usage) and 1 for anything else that failed."""
     try:
         app()
     except TokenpoError as error:
         if _state.debug:
             raise
         err.print(f"[bold red]error:[/] {error}", soft_wrap=True)
-        raise SystemExit(1) from None
+        raise SystemExit(2 if isinstance(error, ConfigError | InputError) else 1) from None

@@ -16,10 +16,15 @@ out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 
-def progress_bar(*, detail: bool = False, terminal_only: bool = False) -> Progress:
-    """Spinner, task name, bar, done/total, elapsed time, on stderr. ``detail`` adds the
-    task's ``detail`` field (a rate, a phase); ``terminal_only`` draws nothing when stderr
-    is not a terminal."""
+def interactive() -> bool:
+    """Whether a person is watching: progress bars are drawn only when stdout and stderr are
+    both terminals (a redirected stdout means a script or a log file is reading)."""
+    return out.is_terminal and err.is_terminal
+
+
+def progress_bar(*, detail: bool = False) -> Progress:
+    """Spinner, task name, bar, done/total, elapsed time, on stderr, when :func:`interactive`.
+    ``detail`` adds the task's ``detail`` field (a rate, a phase)."""
     columns: list[ProgressColumn] = [
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
@@ -29,4 +34,4 @@ def progress_bar(*, detail: bool = False, terminal_only: bool = False) -> Progre
     if detail:
         columns.append(TextColumn("{task.fields[detail]}"))
     columns.append(TimeElapsedColumn())
-    return Progress(*columns, console=err, disable=terminal_only and not err.is_terminal)
+    return Progress(*columns, console=err, disable=not interactive())

@@ -140,7 +140,7 @@ class _StageProgress:
     stderr is not a terminal."""
 
     def __init__(self) -> None:
-        self._progress = progress_bar(terminal_only=True)
+        self._progress = progress_bar()
         self._tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> _StageProgress:

@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from tokenpo.exceptions import ConfigError
-from tokenpo_cli.console import err, out
+from tokenpo_cli.console import err, interactive, out
 
 # Shown beside the bar when the loss reports them.
 # Shown for each validation, when present.
@@ -113,7 +113,7 @@ class _BarReporter:
             TimeRemainingColumn(),
             TextColumn("{task.fields[metrics]}"),
             console=err,
-            disable=not sys.stderr.isatty(),
+            disable=not interactive(),
         )
         self.task: TaskID | None = None
 

@@ -103,7 +103,7 @@ def test_export_refuses_to_overwrite_without_the_flag(run_dir: Path, tmp_path: P
     )
 
     refused = run_tokenpo("export", run_dir, "--out", target)
-    assert refused.returncode == 1
+    assert refused.returncode == 2
     assert "already exists and is not empty; pass --overwrite" in refused.stderr
 
     export_checkpoint(run_dir, out_dir=target, overwrite=True)
@@ -193,7 +193,7 @@ def test_cli_plot_of_an_unknown_metric_lists_the_available_ones(
 ) -> None:
     image = tmp_path / "curves.png"
     result = run_tokenpo("plot", run_dir, "--out", image, "--metric", "loss", "--metric", "nope")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "no run logged 'nope'; available metrics:" in result.stderr
     assert "rewards/margins" in result.stderr
     assert "val/logps/chosen_drift" in result.stderr

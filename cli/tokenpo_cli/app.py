@@ -8,7 +8,7 @@ import typer
 
 from tokenpo.exceptions import ConfigError, InputError, TokenpoError
 from tokenpo_cli import demo, diff, evaluate, export, pipeline, plot, prep, ref_logps, stats, train
-from tokenpo_cli.console import err
+from tokenpo_cli.console import err, set_quiet
 
 app = typer.Typer(
     name="tokenpo",
@@ -41,8 +41,13 @@ _state = _State()
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="Results and errors only: no progress bars, no notes."
+    ),
 ) -> None:
     _state.debug = debug
+    if quiet:
+        set_quiet()
 
 
 def main() -> None:

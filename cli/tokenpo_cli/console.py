@@ -1,6 +1,8 @@
 """The shared rich consoles (results to stdout, errors and progress to stderr) and the
 progress bar every long-running command draws."""
 
+from dataclasses import dataclass
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -16,10 +18,30 @@ out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 
+@dataclass(slots=True)
+class _Settings:
+    quiet: bool = False
+
+
+_settings = _Settings()
+
+
+def set_quiet() -> None:
+    """`tokenpo --quiet`: from now on, no progress bars and no notes; results and errors only."""
+    _settings.quiet = True
+
+
+def note(message: object) -> None:
+    """An informational line on stderr (a file written, a stage started), unless quiet."""
+    if not _settings.quiet:
+        err.print(message, soft_wrap=True)
+
+
 def interactive() -> bool:
     """Whether a person is watching: progress bars are drawn only when stdout and stderr are
-    both terminals (a redirected stdout means a script or a log file is reading)."""
-    return out.is_terminal and err.is_terminal
+    both terminals (a redirected stdout means a script or a log file is reading), never when
+    quiet."""
+    return out.is_terminal and err.is_terminal and not _settings.quiet
 
 
 def progress_bar(*, detail: bool = False) -> Progress:

@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from tokenpo.exceptions import ConfigError
-from tokenpo_cli.console import err, out
+from tokenpo_cli.console import err, note, out
 
 app = typer.Typer(
     help="Run the embedded token-critical demo: data, SFT, pairs, every method, report.",
@@ -64,7 +64,7 @@ def run_demo(
     summary = run_pipeline(
         pipeline,
         stage_output="stderr",
-        on_stage_start=lambda stage: err.print(f"[bold]{stage.stage.name}[/] …"),
+        on_stage_start=lambda stage: note(f"[bold]{stage.stage.name}[/] …"),
     )
     table = Table(title=f"tokenpo demo: {workdir}")
     for column in ("stage", "status", "seconds"):
@@ -97,7 +97,7 @@ def data_command(
     from tokenpo.demo.data import DataSizes, make_data
 
     make_data(out_dir, DataSizes(train=train, validation=validation, test=test), seed=seed)
-    err.print(f"wrote {out_dir}")
+    note(f"wrote {out_dir}")
 
 
 @app.command("sft")
@@ -128,7 +128,7 @@ def sft_command(
         seed=seed,
         device=_device(device),
     )
-    stop = run_sft(data, out_dir, options, log=err.print)
+    stop = run_sft(data, out_dir, options, log=note)
     out.print(f"SFT stopped at step {stop['steps']}: joint F1 {stop['joint_f1']:.3f}")
 
 
@@ -153,7 +153,7 @@ def negatives_command(
         seed=seed,
         device=_device(device),
     )
-    summary = make_pairs(model, data, out_dir, options, log=err.print)
+    summary = make_pairs(model, data, out_dir, options, log=note)
     out.print(f"pairs: {summary['train']} train, {summary['val']} validation")
 
 

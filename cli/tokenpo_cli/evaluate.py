@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tokenpo.exceptions import InputError
-from tokenpo_cli.console import err, out, progress_bar
+from tokenpo_cli.console import note, out, progress_bar
 
 if TYPE_CHECKING:
     from tokenpo.eval import EvalResult, MicroF1
@@ -132,7 +132,7 @@ def eval_command(
         for renderable in _tables(result, verbose=verbose):
             out.print(renderable)
     if out_path is not None:
-        err.print(f"results written to {out_path}", markup=False, soft_wrap=True)
+        note(Text(f"results written to {out_path}"))
 
 
 class _StageProgress:

@@ -28,7 +28,7 @@ from tokenpo.pipeline import (
     plan,
     run_pipeline,
 )
-from tokenpo_cli.console import err, out
+from tokenpo_cli.console import err, note, out
 
 app = typer.Typer(
     name="pipeline",
@@ -170,15 +170,15 @@ def _parse_vars(settings: list[str] | None) -> dict[str, str]:
 
 def _announce(stage_plan: StagePlan) -> None:
     why = stage_plan.reason + (", resuming" if stage_plan.resume else "")
-    err.print(Text.assemble((f"▶ {stage_plan.stage.name}", "bold"), f" ({why})"), soft_wrap=True)
-    err.print(Text(f"$ {shlex.join(stage_plan.command)}", style="dim"), soft_wrap=True)
+    note(Text.assemble((f"▶ {stage_plan.stage.name}", "bold"), f" ({why})"))
+    note(Text(f"$ {shlex.join(stage_plan.command)}", style="dim"))
 
 
 def _report(result: StageResult) -> None:
     if result.status == "skipped":
-        err.print(Text(f"· {result.name} skipped: {result.reason}", style="dim"), soft_wrap=True)
+        note(Text(f"· {result.name} skipped: {result.reason}", style="dim"))
     elif result.status == "ran":
-        err.print(Text(f"✓ {result.name} ({result.seconds:.1f}s)", style="green"), soft_wrap=True)
+        note(Text(f"✓ {result.name} ({result.seconds:.1f}s)", style="green"))
     elif result.status == "failed":
         err.print(Text(f"✗ {result.name}: {result.error}", style="bold red"), soft_wrap=True)
 

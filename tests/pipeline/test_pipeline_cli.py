@@ -84,6 +84,18 @@ def test_a_failing_stage_exits_1_and_quiet_shows_only_its_output(tmp_path: Path)
     assert "broken failed" in rows["after"]
 
 
+def test_the_root_quiet_option_leaves_the_summary_and_drops_the_notes(tmp_path: Path):
+    path = write_pipeline(tmp_path, [stage("fine", outputs=("fine.txt",), code="print('ok')")])
+    loud = run_tokenpo("pipeline", "run", path, "--force")
+    quiet = run_tokenpo("--quiet", "pipeline", "run", path, "--force")
+    assert loud.returncode == quiet.returncode == 0, quiet.stderr
+    assert "▶ fine" in loud.stderr
+    assert "✓ fine" in loud.stderr
+    assert "▶" not in quiet.stderr
+    assert "✓" not in quiet.stderr
+    assert "fine" in quiet.stdout  # the summary table is a result, printed either way
+
+
 def test_a_bad_file_exits_2_naming_the_file_stage_and_key(tmp_path: Path):
     path = write_pipeline(tmp_path, [{"name": "train", "run": ["echo"], "ouputs": ["x"]}])
     result = run_tokenpo("pipeline", "run", path)

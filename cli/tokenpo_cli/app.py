@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import typer
@@ -53,6 +54,9 @@ def _root(
 def main() -> None:
     """Entry point: runs the app and turns tokenpo errors into one red line, exiting 2 for bad
     input or options (as Typer does for bad usage) and 1 for anything else that failed."""
+    # transformers draws a tqdm bar for every model it loads; tokenpo draws its own. Set
+    # before transformers is imported (commands import it lazily); stages inherit it.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         app()
     except TokenpoError as error:

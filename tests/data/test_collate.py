@@ -166,6 +166,22 @@ def test_hidden_and_logits_grids_agree_with_the_token_path(model: torch.nn.Modul
     assert full.rejected_hidden.shape == (2, 4, 32)
 
 
+def test_a_chosen_only_batch_scores_the_chosen_side_alike(model: torch.nn.Module) -> None:
+    pairs = [([3, 4], [5, 6, 7], [5, 8]), ([9], [1], [2, 3, 4, 5]), ([1, 2, 3], [4], [6])]
+    rows = make_rows(pairs)
+    scorer = CompletionScorer(model)
+    chosen_only = collate(rows.chosen_only(), row_tokens=64)
+    assert chosen_only.tokens == sum(len(prompt) + len(chosen) for prompt, chosen, _ in pairs)
+    assert not chosen_only.rejected_mask.any()
+    with torch.no_grad():
+        full = scorer.score(collate(rows)).chosen
+        only = scorer.score(chosen_only)
+    width = max(len(chosen) for _, chosen, _ in pairs)  # the rejected side no longer counts
+    assert only.chosen.shape == (len(pairs), width)
+    torch.testing.assert_close(only.chosen, full[:, :width], atol=1e-5, rtol=0)
+    assert torch.all(only.rejected == 0)
+
+
 def test_gradients_match_between_layouts(model: torch.nn.Module) -> None:
     rows = make_rows([([3, 4, 5], [6, 7, 8, 9], [6, 7, 2]), ([1, 2], [3], [4, 5])])
     scorer = CompletionScorer(model)

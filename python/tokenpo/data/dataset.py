@@ -9,7 +9,7 @@ caller knows the model's tokenizer) that the tokenizer hash matches.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +78,21 @@ class PairRows:
 
     def __len__(self) -> int:
         return len(self.pair_id)
+
+    def chosen_only(self) -> PairRows:
+        """The same pairs with empty rejected completions: a batch that scores only the
+        chosen side (supervised objectives)."""
+        empty = Ragged(
+            values=self.rejected_ids.values[:0], offsets=np.zeros(len(self) + 1, np.int64)
+        )
+        return replace(
+            self,
+            rejected_ids=empty,
+            rejected_weight=replace(empty, values=self.rejected_weight.values[:0]),
+            rejected_diff=replace(empty, values=self.rejected_diff.values[:0]),
+            shared_prefix_len=np.zeros(len(self), np.int64),
+            ref_rejected=None,
+        )
 
 
 class PairDataset:

@@ -37,6 +37,9 @@ class Objective:
     """Full-vocabulary log-softmax of policy and (live) reference: tdpo."""
     needs_hidden: bool
     """Policy hidden states: tbpo_q."""
+    needs_rejected: bool
+    """Whether the rejected completions are scored at all (not for sft, which reads only the
+    chosen side: leaving them out of the batch saves their forward and backward)."""
     module: nn.Module | None
     """Trainable parameters of the loss itself (tbpo_q's value head), or ``None``."""
 
@@ -69,6 +72,7 @@ def build_objective(name: str, params: Mapping[str, Any], *, hidden_size: int) -
         needs_reference=family not in _REFERENCE_FREE,
         needs_logits=family in _NEEDS_LOGITS,
         needs_hidden=family in _NEEDS_HIDDEN,
+        needs_rejected=name != "sft",
         module=losses.trainable_module(loss),
     )
 
@@ -95,7 +99,7 @@ class SFT:
             raise losses.LossConfigError(f"sft.weighted must be a bool, got {self.weighted!r}")
 
     def __call__(self, batch: PairLogps) -> LossOutput:
-        chosen, rejected = batch.sides()
+        chosen = batch.sides()[0]
         weight = chosen.mask_float
         if self.weighted:
             weight = weight * chosen.need("weight", by="sft")
@@ -103,13 +107,7 @@ class SFT:
         nll = -token_mean.mean()
         with torch.no_grad():
             chosen_logps = (chosen.policy * chosen.mask_float).sum(-1).mean()
-            rejected_logps = (rejected.policy * rejected.mask_float).sum(-1).mean()
-        metrics = {
-            "sft/nll": nll.detach(),
-            "logps/chosen": chosen_logps,
-            "logps/rejected": rejected_logps,
-        }
-        return LossOutput(loss=nll, metrics=metrics)
+        return LossOutput(loss=nll, metrics={"sft/nll": nll.detach(), "logps/chosen": chosen_logps})
 
 
 def pair_logps(

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from tokenpo.data.collate import collate
-from tokenpo.data.dataset import PairDataset
+from tokenpo.data.dataset import PairDataset, PairRows
 from tokenpo.train.config import DataConfig
 from tokenpo.train.forward import CompletionScorer
 from tokenpo.train.objective import Objective, pair_logps
@@ -30,7 +30,8 @@ class PassTotals:
     input_tokens: int = 0
     """Tokens the model ran (after prefix sharing, without padding)."""
     sequence_tokens: int = 0
-    """Prompt + chosen plus prompt + rejected per pair: how TRL counts tokens."""
+    """Prompt + chosen plus prompt + rejected per pair (how TRL counts tokens); prompt + chosen
+    alone for an objective that scores only the chosen side."""
     metric_sums: dict[str, float] = field(default_factory=dict)
     """Each metric times the pairs it was measured on."""
 
@@ -61,6 +62,8 @@ def run_pairs(
     for start in range(0, len(indices), micro):
         chunk = indices[start : start + micro]
         rows = data.rows(chunk, with_ref=use_stored)
+        if not objective.needs_rejected:
+            rows = rows.chosen_only()
         batch = collate(rows, layout=data_config.layout, row_tokens=row_tokens)
         batch = batch.to(device)
         precision = torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast)
@@ -79,14 +82,19 @@ def run_pairs(
             (output.loss * (len(chunk) / len(indices))).backward()  # type: ignore[no-untyped-call]
         totals.pairs += len(chunk)
         totals.input_tokens += batch.tokens
-        prompt = rows.prompt_ids.lengths
-        totals.sequence_tokens += int(
-            (2 * prompt + rows.chosen_ids.lengths + rows.rejected_ids.lengths).sum()
-        )
+        totals.sequence_tokens += _sequence_tokens(rows)
         values = {"loss": output.loss.detach(), **output.metrics}
         for name, value in _to_floats(values).items():
             totals.metric_sums[name] = totals.metric_sums.get(name, 0.0) + value * len(chunk)
     return totals
+
+
+def _sequence_tokens(rows: PairRows) -> int:
+    """Prompt + chosen plus, where the batch holds it, prompt + rejected."""
+    prompt, rejected = rows.prompt_ids.lengths, rows.rejected_ids.lengths
+    return int(
+        (prompt + rows.chosen_ids.lengths + np.where(rejected > 0, prompt + rejected, 0)).sum()
+    )
 
 
 def _to_floats(values: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -56,6 +56,26 @@ def test_gradcheck(name: str, params: dict[str, object], monkeypatch: pytest.Mon
     assert torch.autograd.gradcheck(loss_of, leaves, eps=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("barrier", ["nll", "ref"])
+@pytest.mark.parametrize("length_norm", [True, False])
+def test_gradcheck_tabpo_without_weights(barrier: str, length_norm: bool) -> None:
+    # tabpo's gradient is hand-written (losses._ops.with_token_gradient), with a branch of its
+    # own for unweighted batches (w̃ ≡ 1): checked here as the weighted one is above.
+    loss = build("tabpo", barrier=barrier, length_norm=length_norm, tau=0.5)
+    batch = dataclasses.replace(
+        make_batch(pairs=3, tokens=4, seed=7), chosen_weight=None, rejected_weight=None
+    )
+
+    def loss_of(chosen: Tensor, rejected: Tensor) -> Tensor:
+        return loss(dataclasses.replace(batch, policy_chosen=chosen, policy_rejected=rejected)).loss
+
+    leaves = (
+        batch.policy_chosen.clone().requires_grad_(),
+        batch.policy_rejected.clone().requires_grad_(),
+    )
+    assert torch.autograd.gradcheck(loss_of, leaves, eps=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("generator", ["logistic", "lsif", "ukl"])
 def test_gradcheck_tbpo_q_value_head(generator: str) -> None:
     loss = build_test_loss("tbpo_q", generator=generator, value_weight=0.3)

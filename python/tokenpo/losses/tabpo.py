@@ -1,4 +1,4 @@
-# ruff: noqa: RUF001, RUF002 -- formulas use the math notation of docs/losses.md
+# ruff: noqa: RUF001, RUF002, RUF003 -- formulas use the math notation of docs/losses.md
 """TAB-PO: token-weighted, reference-adjusted DPO with a confidence-gated barrier.
 
 Source: Fodeh et al., arXiv 2603.00025, as implemented by the authors in SarielMa/TAB-PO
@@ -17,7 +17,13 @@ import torch
 from torch import Tensor
 
 from tokenpo.losses._base import PairLoss, PairTerms, SideStats
-from tokenpo.losses._ops import below, logistic_loss, masked_sum
+from tokenpo.losses._ops import (
+    TokenSlopes,
+    below,
+    logistic_loss,
+    masked_sum,
+    with_token_gradient,
+)
 from tokenpo.losses.batch import PairLogps, Side
 from tokenpo.losses.config import check_bool, check_choice, check_number
 
@@ -62,69 +68,123 @@ class TABPO(PairLoss):
 
     def terms(self, batch: PairLogps, /) -> PairTerms:
         chosen_side, rejected_side = batch.sides()
-        # One side after the other, each while its tensors are still in cache.
-        chosen_weights = masked_weights(chosen_side)
-        chosen_score, chosen = self._score(chosen_side, chosen_weights)
-        # A comparison: the gate carries no gradient. It is 0/1 on every position here and is
-        # masked by the weights (0 on padding); the gated-token count masks it explicitly.
-        gate = below(chosen_side.policy, math.log(self.tau))
-        gated_tokens = torch.dot(gate.reshape(-1), chosen_side.mask_float.reshape(-1))
-        barrier = self._barrier(chosen_side, gate.mul_(chosen_weights.weight), chosen_weights)
-        rejected_score, rejected = self._score(rejected_side, masked_weights(rejected_side))
-        preference = logistic_loss(self.beta * (chosen_score - rejected_score))
+        # Computed off the graph, then attached to it through its gradient (with_token_gradient).
+        with torch.no_grad():
+            # One side after the other, each while its tensors are still in cache.
+            chosen_weights = masked_weights(chosen_side)
+            chosen_reward, chosen, chosen_denominator = self._reward(chosen_side, chosen_weights)
+            barrier = self._barrier(chosen_side, chosen_weights)
+            rejected_weights = masked_weights(rejected_side)
+            rejected_reward, rejected, rejected_denominator = self._reward(
+                rejected_side, rejected_weights
+            )
+            margin = chosen_reward - rejected_reward
+            preference = logistic_loss(margin)
+            # −log σ(x) has slope −σ(−x); each reward is Σ_t (m w) ρ / d, with ∂ρ/∂ℓ = 1.
+            preference_slope = torch.sigmoid(margin.neg())
+        per_pair = with_token_gradient(
+            torch.add(preference, barrier.value, alpha=self.barrier_weight),
+            (chosen_side.policy, rejected_side.policy),
+            (
+                TokenSlopes(
+                    (chosen_weights.weight, barrier.token_slope),
+                    (
+                        preference_slope.neg() / chosen_denominator,
+                        self.barrier_weight / barrier.denominator,
+                    ),
+                ),
+                TokenSlopes((rejected_weights.weight,), (preference_slope / rejected_denominator,)),
+            ),
+        )
         return PairTerms(
-            per_pair=torch.add(preference, barrier, alpha=self.barrier_weight),
-            chosen_reward=self.beta * chosen_score.detach(),
-            rejected_reward=self.beta * rejected_score.detach(),
+            per_pair=per_pair,
+            chosen_reward=chosen_reward,
+            rejected_reward=rejected_reward,
             chosen=chosen,
             rejected=rejected,
             sides=(chosen_side, rejected_side),
             metrics={
-                "tabpo/preference": preference.detach(),
-                "tabpo/barrier": barrier.detach(),
-                "tabpo/gate_share": gated_tokens / chosen.count.sum().clamp(min=1.0),
+                "tabpo/preference": preference,
+                "tabpo/barrier": barrier.value,
+                "tabpo/gate_share": barrier.gated_tokens / chosen.count.sum().clamp(min=1.0),
             },
         )
 
-    def _score(self, side: Side, weights: MaskedWeights) -> tuple[Tensor, SideStats]:
-        """``s(y) − s_ref(y)`` of each row, ``[B]``, and the side's sums for the metrics.
+    def _reward(
+        self, side: Side, weights: MaskedWeights
+    ) -> tuple[Tensor, SideStats, Tensor | float]:
+        """``β (s(y) − s_ref(y))`` of each row, ``[B]``, the side's sums for the metrics, and
+        the reward's denominator ``d`` (the reward is ``Σ_t (m w) ρ / d``).
 
-        ``Σ_t m w̃ ρ = scale · Σ_t (m w) ρ``, so ``w̃`` is never materialised; with
-        ``length_norm``, ``scale / max(1, n) = 1 / max(Σ_t m w, 1e-6)``. ``ρ`` is computed once
-        and reused (detached) by the diff-margin metric.
+        ``ρ`` is computed once and reused by the diff-margin metric.
         """
         ref = side.need("ref", by=self.name)
         token_log_ratio = side.policy - ref
-        total = masked_sum(token_log_ratio, weights.weight)
-        if self.length_norm:
-            score = total / weights.total.clamp(min=1e-6)
-        else:
-            score = total if weights.scale is None else weights.scale * total
-        # The unweighted sums the metrics log, without autograd.
-        logps = masked_sum(side.policy.detach(), side.mask_float)
-        ref_logps = masked_sum(ref.detach(), side.mask_float)
+        denominator = self._reward_denominator(weights)
         stats = SideStats(
             count=weights.count,
-            logps=logps,
-            ref_logps=ref_logps,
-            token_log_ratio=token_log_ratio.detach(),
+            logps=masked_sum(side.policy, side.mask_float),
+            ref_logps=masked_sum(ref, side.mask_float),
+            token_log_ratio=token_log_ratio,
         )
-        return score, stats
+        return masked_sum(token_log_ratio, weights.weight) / denominator, stats, denominator
 
-    def _barrier(self, side: Side, gated_weight: Tensor, weights: MaskedWeights) -> Tensor:
-        """``Σ g w̃ b / max(1, Σ g w̃)`` of each row, ``[B]``, from ``gated_weight = g·m·w``."""
+    def _reward_denominator(self, weights: MaskedWeights) -> Tensor | float:
+        """``d`` with ``β (s(y) − s_ref(y)) = Σ_t (m w) ρ / d``, per row (or one number).
+
+        ``Σ_t m w̃ ρ = scale · Σ_t (m w) ρ``, so ``w̃`` is never materialised; with
+        ``length_norm``, ``scale / max(1, n) = 1 / max(Σ_t m w, 1e-6)``.
+        """
+        if self.length_norm:
+            return weights.total.clamp(min=1e-6).div_(self.beta)
+        if weights.weighted:
+            return weights.inverse_scale().div_(self.beta)
+        return 1.0 / self.beta
+
+    def _barrier(self, side: Side, weights: MaskedWeights) -> _Barrier:
+        """``Σ g w̃ b / max(1, Σ g w̃)`` of each row and what its gradient needs.
+
+        The gate is a comparison (no gradient), 0/1 on every position: the weights mask it
+        (0 on padding), the gated-token count masks it explicitly. With ``w̃ = scale · w`` the
+        barrier is ``Σ g m w b / d`` with ``d = max(1 / scale, Σ g m w)`` (``scale > 0``).
+        """
+        gate = below(side.policy, math.log(self.tau))
+        gated_tokens = torch.dot(gate.reshape(-1), side.mask_float.reshape(-1))
+        gated_weight = gate.mul_(weights.weight)
+        denominator = gated_weight.sum(-1)
+        if weights.weighted:
+            torch.maximum(weights.inverse_scale(), denominator, out=denominator)
+        else:
+            denominator.clamp_(min=1.0)
         if self.barrier == "nll":
-            numerator, sign = masked_sum(side.policy, gated_weight), -1.0
+            # b = −ℓ: the sign goes to the denominator; ∂(Σ g m w ℓ)/∂ℓ = g m w.
+            denominator.neg_()
+            numerator, token_slope = masked_sum(side.policy, gated_weight), gated_weight
         else:
             excess = torch.relu(side.need("ref", by=self.name) - side.policy)
-            numerator, sign = masked_sum(excess, gated_weight), 1.0
-        # The gate and the weights carry no gradient: one factor per row, then one product.
-        denominator = gated_weight.sum(-1)
-        if weights.scale is None:
-            factor = denominator.clamp_(min=1.0).reciprocal_()
-        else:
-            factor = (weights.scale * denominator).clamp_(min=1.0).reciprocal_().mul_(weights.scale)
-        return numerator * factor.mul_(sign)
+            numerator = masked_sum(excess, gated_weight)
+            # relu(ℓ^ref − ℓ) has slope −1 where it is positive (0 at the kink, as torch's).
+            token_slope = below(excess.neg_(), 0.0).mul_(gated_weight).neg_()
+        return _Barrier(
+            value=numerator / denominator,
+            denominator=denominator,
+            token_slope=token_slope,
+            gated_tokens=gated_tokens,
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Barrier:
+    """TAB-PO's barrier on the chosen side and what its gradient needs (no autograd)."""
+
+    value: Tensor
+    """``L_bar`` of each row, ``[B]``."""
+    denominator: Tensor
+    """``d`` with ``L_bar = Σ_t g m w ℓ / d`` (``"nll"``, ``d < 0``) or ``Σ_t g m w b / d``."""
+    token_slope: Tensor
+    """``∂(d · L_bar)/∂ℓ_t``, ``[B, T]``: ``g m w`` (``"nll"``) or ``−g m w 1[b_t > 0]``."""
+    gated_tokens: Tensor
+    """``Σ_t g_t m_t`` over the batch, a scalar (for the gate-share metric)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,27 +192,28 @@ class MaskedWeights:
     """Prep's token weights on the completion tokens of one side, and their row sums."""
 
     weight: Tensor
-    """``m·w``, ``[B, T]`` (``m`` when the batch has no weights)."""
+    """``m·w``, ``[B, T]`` (the side's ``mask_float`` itself when the batch has no weights)."""
     total: Tensor
     """``Σ_t m w``, ``[B]``."""
     count: Tensor
     """``n = Σ_t m``, ``[B]`` (unclamped)."""
-    scale: Tensor | None
-    """``max(1, n) / max(Σ_t m w, 1e-6)``, ``[B]``, the factor with ``w̃ = scale · w``;
-    ``None`` without weights (``w̃ ≡ 1``)."""
+    weighted: bool
+    """Whether the batch has weights (else ``w̃ ≡ 1``)."""
+
+    def inverse_scale(self) -> Tensor:
+        """``1 / scale = max(Σ_t m w, 1e-6) / max(1, n)``, ``[B]``, a new tensor."""
+        return self.total.clamp(min=1e-6) / self.count.clamp(min=1.0)
 
 
 def masked_weights(side: Side) -> MaskedWeights:
-    """Prep's weights on the completion tokens and the per-row factor that renormalises them
-    to mean 1, ``w̃ = scale · w`` with ``scale = n / max(Σ_t m w, 1e-6)``.
+    """Prep's weights on the completion tokens and their row sums: ``w̃ = scale · w``, with
+    ``scale = max(1, n) / max(Σ_t m w, 1e-6)``, renormalises them to mean 1.
 
-    Without weights: ``m`` and no scale. The clamps (``n`` at 1, the sum at 1e-6) are the
-    authors'.
+    Without weights: the mask itself (``w̃ ≡ 1``). The clamps (``n`` at 1, the sum at 1e-6)
+    are the authors'.
     """
     count = side.mask_float.sum(-1)
     if side.weight is None:
-        return MaskedWeights(weight=side.mask_float, total=count, count=count, scale=None)
+        return MaskedWeights(weight=side.mask_float, total=count, count=count, weighted=False)
     weight = side.weight * side.mask_float
-    total = weight.sum(-1)
-    scale = count.clamp(min=1.0) / total.clamp(min=1e-6)
-    return MaskedWeights(weight=weight, total=total, count=count, scale=scale)
+    return MaskedWeights(weight=weight, total=weight.sum(-1), count=count, weighted=True)

@@ -1,4 +1,4 @@
-# ruff: noqa: RUF001, RUF002 -- formulas use the math notation of docs/losses.md
+# ruff: noqa: RUF001, RUF002, RUF003 -- formulas use the math notation of docs/losses.md
 """Token-level baselines: TDPO, TIS-DPO (weighted form) and ConfPO.
 
 Definitions: ``docs/losses.md`` § "Token-level baselines". TRL 1.16 has none of them; the
@@ -14,7 +14,13 @@ import torch
 from torch import Tensor
 
 from tokenpo.losses._base import PairLoss, PairTerms, SideStats, side_stats
-from tokenpo.losses._ops import below, logistic_loss, masked_sum, safe_divide
+from tokenpo.losses._ops import (
+    TokenSlopes,
+    logistic_loss,
+    masked_sum,
+    safe_divide,
+    with_token_gradient,
+)
 from tokenpo.losses.batch import PairLogps, Side
 from tokenpo.losses.config import check_choice, check_number
 
@@ -152,40 +158,78 @@ class ConfPO(PairLoss):
 
     def terms(self, batch: PairLogps, /) -> PairTerms:
         chosen_side, rejected_side = batch.sides()
-        chosen_score, chosen, chosen_critical = self._score(chosen_side)
-        rejected_score, rejected, rejected_critical = self._score(rejected_side)
-        critical_share = (chosen_critical.sum() + rejected_critical.sum()) / (
-            chosen.count.sum() + rejected.count.sum()
-        ).clamp(min=1.0)
+        # Computed off the graph, then attached to it through its gradient (with_token_gradient).
+        with torch.no_grad():
+            chosen = self._side(chosen_side)
+            rejected = self._side(rejected_side)
+            margin = chosen.score - rejected.score - self.gamma
+            # −log σ(x) has slope −σ(−x); each score is Σ_t c_t ℓ_t / d.
+            slope = torch.sigmoid(margin.neg())
+            critical_share = (chosen.critical_count + rejected.critical_count).sum() / (
+                chosen.stats.count + rejected.stats.count
+            ).sum().clamp(min=1.0)
+        per_pair = with_token_gradient(
+            logistic_loss(margin),
+            (chosen_side.policy, rejected_side.policy),
+            (
+                TokenSlopes((chosen.critical,), (slope.neg() / chosen.denominator,)),
+                TokenSlopes((rejected.critical,), (slope / rejected.denominator,)),
+            ),
+        )
         return PairTerms(
-            per_pair=logistic_loss(chosen_score - rejected_score - self.gamma),
-            chosen_reward=chosen_score.detach(),
-            rejected_reward=rejected_score.detach(),
-            chosen=chosen,
-            rejected=rejected,
+            per_pair=per_pair,
+            chosen_reward=chosen.score,
+            rejected_reward=rejected.score,
+            chosen=chosen.stats,
+            rejected=rejected.stats,
             sides=(chosen_side, rejected_side),
             metrics={"confpo/critical_share": critical_share},
         )
 
-    def _score(self, side: Side) -> tuple[Tensor, SideStats, Tensor]:
-        """``β S`` of each row, the side's sums, and its critical-token count per row."""
+    def _side(self, side: Side) -> _ConfPOSide:
+        """``β S`` of each row and the rest of one side, without autograd."""
         count = side.mask_float.sum(-1)
         critical = critical_tokens(side, count=count)
         critical_count = critical.sum(-1)
-        score = masked_sum(side.policy, critical) * (self.beta / critical_count.clamp(min=1.0))
-        logps = masked_sum(side.policy.detach(), side.mask_float)
-        stats = SideStats(count=count, logps=logps, ref_logps=None)
-        return score, stats, critical_count
+        # β/max(1, k) is one row tensor, so the score is one division by its inverse.
+        denominator = critical_count.clamp(min=1.0).div_(self.beta)
+        return _ConfPOSide(
+            score=masked_sum(side.policy, critical) / denominator,
+            denominator=denominator,
+            critical=critical,
+            critical_count=critical_count,
+            stats=SideStats(
+                count=count, logps=masked_sum(side.policy, side.mask_float), ref_logps=None
+            ),
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _ConfPOSide:
+    """What ConfPO computes for one side (no autograd)."""
+
+    score: Tensor
+    """``β S = Σ_t c_t ℓ_t / d``, ``[B]``."""
+    denominator: Tensor
+    """``d = max(1, Σ_t c_t) / β``, ``[B]``."""
+    critical: Tensor
+    """The critical tokens ``c``, 0/1, ``[B, T]``."""
+    critical_count: Tensor
+    """``Σ_t c_t``, ``[B]``."""
+    stats: SideStats
+    """The side's sums for the metrics."""
 
 
 def critical_tokens(side: Side, *, count: Tensor | None = None) -> Tensor:
     """ConfPO's selection as a 0/1 float mask: tokens less likely than their completion's mean.
 
     Computed without autograd: the selection passes no gradient. ``count`` is the side's
-    token count per row (``Σ_t m_t``), when the caller has it already.
+    token count per row (``Σ_t m_t``), when the caller has it already. One buffer holds the
+    probabilities, masked in place (padding out of the mean), then the comparison's result.
     """
     if count is None:
         count = side.mask_float.sum(-1)
-    prob = side.policy.detach().exp()
-    mean = safe_divide(masked_sum(prob, side.mask_float), count)
-    return below(prob, mean.unsqueeze(-1)).mul_(side.mask_float)
+    critical = side.policy.detach().exp().mul_(side.mask_float)
+    mean = safe_divide(critical.sum(-1), count)
+    # Padding compares 0 < mean: the product with the mask takes it out again.
+    return torch.lt(critical, mean.unsqueeze(-1), out=critical).mul_(side.mask_float)

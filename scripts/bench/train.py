@@ -20,7 +20,8 @@ apart) and the long chat pairs of scripts/bench/prep.py, EOS appended to each co
   `data.row_tokens` unless --row-tokens says otherwise (0: a pair per row);
 - TRL: `DPOTrainer` with an explicit reference model, its defaults otherwise, except
   `gradient_checkpointing=False`: TRL turns it on by default and tokenpo does not, so the two
-  would not do the same work per token (--trl-checkpointing measures TRL's default).
+  would not do the same work per token (--trl-checkpointing measures TRL's default;
+  --checkpointing turns it on for both sides alike).
 
 Each side trains in a process of its own (so its peak RSS is its own), the two started
 together and run in lockstep: a step of one, then a step of the other, the order flipping
@@ -92,6 +93,7 @@ class Spec:
     row_tokens: int | None = None
     """tokenpo's data.row_tokens; None: the trainer's default, 0: a pair per row."""
     trl_checkpointing: bool = False
+    tokenpo_checkpointing: bool = False
 
     @property
     def shards(self) -> Path:
@@ -169,7 +171,11 @@ def write_run_config(spec: Spec) -> Path:
     """A run.toml, as tests/train/train_kit.py writes one, for the Llama on ``spec``'s pairs."""
     config = {
         "run": {"out_dir": str(spec.shards.with_name(spec.shards.name + "-run")), "seed": SEED},
-        "model": {"source": str(spec.model_config), "gpt": {}},
+        "model": {
+            "source": str(spec.model_config),
+            "gpt": {},
+            "activation_checkpointing": spec.tokenpo_checkpointing,
+        },
         "data": {
             "shards": str(spec.shards),
             "batch_size": spec.batch_size,
@@ -369,6 +375,11 @@ def main() -> None:
         help="tokenpo: pack pairs into rows this long (0: a pair per row; default: the trainer's)",
     )
     parser.add_argument("--trl-checkpointing", action="store_true", help="TRL's default")
+    parser.add_argument(
+        "--checkpointing",
+        action="store_true",
+        help="activation checkpointing on both sides (TRL's default, and tokenpo's option)",
+    )
     parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS), help="pair sets")
     parser.add_argument("--run", nargs=2, metavar=("NAME", "SPEC"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -399,7 +410,8 @@ def compare(console: Console, args: argparse.Namespace) -> None:
                 warmup=args.warmup,
                 threads=args.threads,
                 row_tokens=args.row_tokens,
-                trl_checkpointing=args.trl_checkpointing,
+                trl_checkpointing=args.trl_checkpointing or args.checkpointing,
+                tokenpo_checkpointing=args.checkpointing,
             )
             results[kind] = {"setup": run_setup(spec), **lockstep(spec)}
             console.log(f"{SETS[kind][0]}: done")
@@ -409,8 +421,10 @@ def compare(console: Console, args: argparse.Namespace) -> None:
     tokenpo_rows = f"rows of {row_tokens} tokens" if row_tokens else "a pair per row"
     console.print(
         f"tokenpo: shared layout, {tokenpo_rows}, reference log-probs stored beforehand (prep +"
-        f" ref, one-time, not in tokens/s). TRL: reference model run every step, gradient "
-        f"checkpointing {'on' if args.trl_checkpointing else 'off'}. CPU-time speed-up: the "
+        f" ref, one-time, not in tokens/s), activation checkpointing "
+        f"{'on' if args.checkpointing else 'off'}. TRL: reference model run every step, gradient "
+        f"checkpointing {'on' if args.trl_checkpointing or args.checkpointing else 'off'}. "
+        f"CPU-time speed-up: the "
         f"same ratio from each process's CPU seconds, less sensitive to other load. "
         f"{os.cpu_count()} cores, 1-minute load average {load_before:.1f} before, "
         f"{os.getloadavg()[0]:.1f} after."

@@ -1,0 +1,132 @@
+"""`tokenpo.prep(engine="ray")` on a local Ray instance: the local engine's output, exactly."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+
+import tokenpo
+from prep_data import (
+    bad_jsonl,
+    conversations,
+    make_pairs,
+    train_tokenizer,
+    write_model_dir,
+    write_rows,
+)
+from tokenpo import InputError, MissingDependencyError, PrepOptions
+from tokenpo.data import read_shard
+
+pytestmark = [
+    # Ray Data's DataContext warns, when it is made, about the defaults it sets itself.
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context"),
+]
+
+# Small shards and batches, so that shards straddle blocks and blocks straddle shards.
+OPTIONS = PrepOptions(shard_rows=64, batch_rows=50)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_instance() -> Iterator[None]:
+    """Two workers on loopback, shared by the module's tests."""
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        configure_logging=False,
+        _node_ip_address="127.0.0.1",
+    )
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tokenizer_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
+    train_tokenizer().save(str(path))
+    return path
+
+
+def rows_by_pair_id(manifest: tokenpo.Manifest) -> list[dict[str, Any]]:
+    rows = [row for shard in manifest.shards for row in read_shard(shard.path).to_pylist()]
+    return sorted(rows, key=lambda row: (row["pair_id"], row["source_file"], row["source_row"]))
+
+
+def assert_same_output(inputs: list[Path], tokenizer: Path, out: Path) -> tokenpo.Manifest:
+    local = tokenpo.prep(inputs, tokenizer, out / "local", OPTIONS)
+    distributed = tokenpo.prep(inputs, tokenizer, out / "ray", OPTIONS, engine="ray")
+    assert rows_by_pair_id(distributed) == rows_by_pair_id(local)
+    assert distributed.quarantine.path.read_text() == local.quarantine.path.read_text()
+    assert distributed.summary == local.summary
+    layout = [(shard.path.name, shard.rows, shard.sha256) for shard in local.shards]
+    assert [(shard.path.name, shard.rows, shard.sha256) for shard in distributed.shards] == layout
+    assert distributed.raw["difficulty_source"] == local.raw["difficulty_source"]
+    assert distributed.raw["fingerprint"] == local.raw["fingerprint"]
+    return distributed
+
+
+def test_parquet_and_jsonl_files_give_the_local_output(tmp_path: Path, tokenizer_path: Path):
+    first = make_pairs(150, seed=1, scores=True)
+    first[7]["chosen"] = None
+    second = make_pairs(130, seed=2, scores=True)
+    inputs = [
+        write_rows(first, tmp_path / "a.parquet"),
+        write_rows(second, tmp_path / "b.jsonl"),
+    ]
+    manifest = assert_same_output(inputs, tokenizer_path, tmp_path)
+    assert manifest.pairs == 279
+    assert [shard.rows for shard in manifest.shards] == [64, 64, 64, 64, 23]
+    assert manifest.raw["difficulty_source"] == "score_margin"
+
+
+def test_bad_jsonl_rows_are_quarantined_as_locally(tmp_path: Path, tokenizer_path: Path):
+    path = bad_jsonl(make_pairs(120, seed=3), tmp_path / "bad.jsonl")
+    # A byte order mark and blank lines: rows are still numbered by physical line.
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\n\n\n", 2))
+    manifest = assert_same_output([path], tokenizer_path, tmp_path)
+    records = [json.loads(line) for line in manifest.quarantine.path.read_text().splitlines()]
+    assert len(records) == 8
+    assert [record["row"] for record in records] == [3, 6, 7, 8, 9, 10, 11, 13]
+
+
+def test_conversations_with_bad_rows_give_the_local_output(tmp_path: Path):
+    model = write_model_dir(tmp_path / "model")
+    pairs = conversations(make_pairs(140, seed=4))
+    pairs[3]["chosen"] = None
+    pairs[50]["rejected"] = pairs[50]["chosen"]  # identical after tokenization
+    pairs[90]["chosen"] = pairs[90]["chosen"][:1]  # nothing left after the shared prompt
+    manifest = assert_same_output([write_rows(pairs, tmp_path / "c.parquet")], model, tmp_path)
+    assert manifest.raw["tokenizer"]["chat_template"] is True
+    assert sum(manifest.summary["quarantined"].values()) == 3
+
+
+def test_a_finished_run_is_not_redone(tmp_path: Path, tokenizer_path: Path):
+    source = write_rows(make_pairs(20), tmp_path / "p.parquet")
+    first = tokenpo.prep([source], tokenizer_path, tmp_path / "o", engine="ray")
+    times = [shard.path.stat().st_mtime_ns for shard in first.shards]
+    again = tokenpo.prep([source], tokenizer_path, tmp_path / "o", engine="ray")
+    assert [shard.path.stat().st_mtime_ns for shard in again.shards] == times
+
+
+def test_file_level_problems_stop_before_any_row_is_read(tmp_path: Path, tokenizer_path: Path):
+    good = write_rows(make_pairs(5), tmp_path / "good.parquet")
+    wrong = write_rows([{"question": "q", "answer": "a"}], tmp_path / "wrong.parquet")
+    with pytest.raises(InputError, match=r"wrong\.parquet: required column 'chosen' missing"):
+        tokenpo.prep([good, wrong], tokenizer_path, tmp_path / "o", engine="ray")
+    assert not (tmp_path / "o").exists()
+
+
+def test_without_ray_the_error_says_how_to_install_it(
+    tmp_path: Path, tokenizer_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    for name in [name for name in sys.modules if name.startswith("tokenpo.prep_ray")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "ray", None)
+    source = write_rows(make_pairs(3), tmp_path / "p.parquet")
+    with pytest.raises(MissingDependencyError, match=r"pip install 'tokenpo\[ray\]'"):
+        tokenpo.prep([source], tokenizer_path, tmp_path / "o", engine="ray")

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import ray
 
 import tokenpo
 from prep_data import (
@@ -34,15 +33,22 @@ OPTIONS = PrepOptions(shard_rows=64, batch_rows=50)
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_instance() -> Iterator[None]:
-    """Two workers on loopback, shared by the module's tests."""
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        configure_logging=False,
-        _node_ip_address="127.0.0.1",
-    )
-    yield
-    ray.shutdown()
+    """Two workers, every Ray process on loopback, shared by the module's tests."""
+    with pytest.MonkeyPatch.context() as patch:
+        # Ray swaps 127.0.0.1 for the machine's routable address unless told the instance
+        # is single-node. It reads this when first imported, hence the import here.
+        patch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        # Workers at the default niceness (15) crawl on a machine busy with other work.
+        patch.setenv("RAY_worker_niceness", "0")
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+        try:
+            address = ray.get_runtime_context().gcs_address
+            assert address.startswith("127.0.0.1:"), f"Ray is not on loopback: {address}"
+            yield
+        finally:
+            ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -66,36 +66,35 @@ def prep_on_ray(
     report = progress or (lambda kind, a, b, c: None)
     with _connected(address), _in_input_order():
         kernel = _Kernel(tokenizer, config_json)
-        outcomes = (
-            ray.data.read_datasource(InputFiles(run.files, columns, kernel.batch_rows))
-            .map_batches(kernel.prepare_block, batch_format="pyarrow")
-            .materialize()
-        )
-        pairs = outcomes.map_batches(_pairs_only, batch_format="pyarrow").materialize()
-        quarantined = _gathered(
-            outcomes.map_batches(_quarantined_only, batch_format="pyarrow"), _QUARANTINE_SCHEMA
-        )
+        pairs, quarantined = _pass_one(InputFiles(run.files, columns, kernel.batch_rows), kernel)
         total = pairs.count()
         report("tokenized", total + quarantined.num_rows, total, quarantined.num_rows)
         documents, counts = _document_frequencies(pairs, kernel)
         keys = _gathered(pairs.select_columns(_KEY_SCHEMA.names), _KEY_SCHEMA)
         difficulty_source, sorted_keys = _native.difficulty_scale(keys)
-        shard_job = _ShardJob(
+        job = _ShardJob(
             out=str(out),
             config_json=config_json,
             fingerprint=run.fingerprint,
             documents=documents,
             difficulty_source=difficulty_source,
         )
-        written = _write_shards(
-            pairs, total, shard_job, ray.put(counts), ray.put(sorted_keys), report
-        )
-        return run.finish(
-            [record for record, _ in written],
-            [sums for _, sums in written],
-            quarantined,
-            difficulty_source,
-        )
+        written = _write_shards(pairs, total, job, ray.put(counts), ray.put(sorted_keys), report)
+        records, sums = zip(*written, strict=True) if written else ((), ())
+        return run.finish(list(records), list(sums), quarantined, difficulty_source)
+
+
+def _pass_one(inputs: InputFiles, kernel: _Kernel) -> tuple[Dataset, pa.RecordBatch]:
+    """Pass 1 on the workers: the pairs (kept in the object store, in input order) and
+    the quarantine records (gathered on the driver)."""
+    outcomes = (
+        ray.data.read_datasource(inputs)
+        .map_batches(kernel.prepare_block, batch_format="pyarrow")
+        .materialize()
+    )
+    pairs = outcomes.map_batches(_pairs_only, batch_format="pyarrow").materialize()
+    quarantined = outcomes.map_batches(_quarantined_only, batch_format="pyarrow")
+    return pairs, _gathered(quarantined, _QUARANTINE_SCHEMA)
 
 
 @contextmanager
@@ -125,7 +124,8 @@ def _in_input_order() -> Iterator[None]:
 
 
 class _Kernel:
-    """The per-block work of the workers; pickled to them by its two strings."""
+    """The per-block work of the workers: small, so Ray ships it with every task; the
+    native preparer it uses is made once per worker process."""
 
     def __init__(self, tokenizer: str, config_json: str) -> None:
         self.tokenizer = tokenizer
@@ -167,7 +167,9 @@ def _preparer_threads() -> None:
 
 
 def _pairs_only(outcomes: pa.Table) -> pa.Table:
-    kept = outcomes.filter(pc.is_null(outcomes["quarantine_reason"]))
+    reasons = outcomes["quarantine_reason"]
+    # Most blocks quarantine nothing: dropping columns copies no data, filtering would.
+    kept = outcomes if reasons.null_count == len(reasons) else outcomes.filter(pc.is_null(reasons))
     return kept.drop_columns(["quarantine_field", "quarantine_reason"])
 
 

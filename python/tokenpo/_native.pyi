@@ -65,9 +65,6 @@ class PrepRun:
     @property
     def fingerprint(self) -> str:
         """The run's fingerprint."""
-    @property
-    def vocab_size(self) -> int:
-        """The vocabulary size of the tokenizer."""
     def input_columns(self) -> list[list[str]]:
         """Per input file, the pair columns to ship (none for JSONL); checks each file."""
     def finish(

@@ -73,12 +73,6 @@ impl PrepRun {
         self.run().map(|run| run.fingerprint.clone()).unwrap_or_default()
     }
 
-    /// The vocabulary size of the tokenizer.
-    #[getter]
-    fn vocab_size(&self) -> usize {
-        self.run().map_or(0, |run| run.tokenizer.vocab_size())
-    }
-
     /// Per input file, the pair columns to ship (none for JSONL, shipped as lines).
     /// Opening each file checks it: a file that cannot be used raises `InputError`.
     fn input_columns(&self, py: Python<'_>) -> PyResult<Vec<Vec<String>>> {

@@ -88,3 +88,60 @@ fn schema_error(field: &str, expected: &str, found: &DataType) -> Error {
 fn invalid_batch(reason: &str) -> Error {
     Error::InvalidRow { location: Location::default(), reason: format!("shipped batch: {reason}") }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, BinaryArray, StringArray, UInt32Array, UInt64Array};
+
+    use super::*;
+    use crate::pair::Turns;
+
+    fn batch(columns: Vec<(&str, ArrayRef)>, rows: &[u64]) -> RecordBatch {
+        let mut columns = columns;
+        columns.push((SOURCE_FILE_COLUMN, Arc::new(UInt32Array::from(vec![2; rows.len()]))));
+        columns.push((SOURCE_ROW_COLUMN, Arc::new(UInt64Array::from(rows.to_vec()))));
+        RecordBatch::try_from_iter(columns).unwrap()
+    }
+
+    #[test]
+    fn jsonl_lines_keep_their_row_numbers_and_skip_blank_lines() {
+        let lines: Vec<&[u8]> =
+            vec![b"{\"chosen\": \"a\", \"rejected\": \"b\"}\n", b"\n", b"{not json\n"];
+        let shipped = batch(vec![(LINE_COLUMN, Arc::new(BinaryArray::from(lines)))], &[5, 6, 7]);
+        let rows = shipped_rows(&shipped, &ColumnMap::identity()).unwrap();
+        assert_eq!(rows.len(), 2);
+        let pair = rows[0].as_ref().unwrap();
+        assert_eq!(
+            (pair.source, &pair.chosen),
+            (RowSource { file: 2, row: 5 }, &Turns::Text("a".into()))
+        );
+        let quarantined = rows[1].as_ref().unwrap_err();
+        assert_eq!(
+            (quarantined.source.row, quarantined.reason.as_str()),
+            (7, "line is not valid JSON")
+        );
+    }
+
+    #[test]
+    fn arrow_columns_are_read_through_the_column_map() {
+        let text = |values: Vec<Option<&str>>| -> ArrayRef { Arc::new(StringArray::from(values)) };
+        let shipped = batch(
+            vec![("good", text(vec![Some("a"), None])), ("bad", text(vec![Some("b"), Some("c")]))],
+            &[0, 1],
+        );
+        let map = ColumnMap::parse("chosen=good,rejected=bad").unwrap();
+        let rows = shipped_rows(&shipped, &map).unwrap();
+        assert_eq!(rows[0].as_ref().unwrap().rejected, Turns::Text("b".into()));
+        assert_eq!(rows[1].as_ref().unwrap_err().reason, "chosen is null");
+    }
+
+    #[test]
+    fn a_batch_without_its_sources_is_a_schema_error() {
+        let lines: ArrayRef = Arc::new(BinaryArray::from(vec![b"{}".as_slice()]));
+        let shipped = RecordBatch::try_from_iter(vec![(LINE_COLUMN, lines)]).unwrap();
+        let error = shipped_rows(&shipped, &ColumnMap::identity()).unwrap_err().to_string();
+        assert!(error.contains(SOURCE_FILE_COLUMN), "{error}");
+    }
+}

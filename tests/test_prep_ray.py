@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,6 +126,48 @@ def test_file_level_problems_stop_before_any_row_is_read(tmp_path: Path, tokeniz
     with pytest.raises(InputError, match=r"wrong\.parquet: required column 'chosen' missing"):
         tokenpo.prep([good, wrong], tokenizer_path, tmp_path / "o", engine="ray")
     assert not (tmp_path / "o").exists()
+
+
+def run_cli(
+    *args: str | Path, env: dict[str, str], setup: str = "pass"
+) -> subprocess.CompletedProcess[str]:
+    """`tokenpo ARGS...` in a fresh interpreter, after the Python statement ``setup``."""
+    argv = [str(arg) for arg in args]
+    code = f"import sys; {setup}; from tokenpo_cli.app import main; sys.argv[1:] = {argv}; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+    )
+
+
+def test_the_command_runs_on_the_cluster_at_the_address_given(tmp_path: Path, tokenizer_path: Path):
+    import ray
+
+    source = write_rows(make_pairs(30), tmp_path / "p.parquet")
+    address = ray.get_runtime_context().gcs_address
+    # The fixture's instance: loopback, and the token it was started with.
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "COLUMNS": "200",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "RAY_AUTH_MODE": "token",
+    }
+    result = run_cli(
+        "prep", source, "-t", tokenizer_path, "-o", tmp_path / "o",
+        "--engine", "ray", "--ray-address", address, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert tokenpo.Manifest.read(tmp_path / "o").pairs == 30
+
+
+def test_without_ray_the_command_says_how_to_install_it(tmp_path: Path, tokenizer_path: Path):
+    source = write_rows(make_pairs(3), tmp_path / "p.parquet")
+    result = run_cli(
+        "prep", source, "-t", tokenizer_path, "-o", tmp_path / "o", "--engine", "ray",
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+        setup="sys.modules['ray'] = None",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "pip install 'tokenpo[ray]'" in result.stderr
 
 
 def test_without_ray_the_error_says_how_to_install_it(

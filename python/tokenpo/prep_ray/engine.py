@@ -99,7 +99,8 @@ def _pass_one(inputs: InputFiles, kernel: _Kernel) -> tuple[Dataset, pa.RecordBa
 
 @contextmanager
 def _connected(address: str | None) -> Iterator[None]:
-    """Uses the Ray session already open, else connects (or starts one) for the run."""
+    """Uses the Ray session already open (whatever ``address`` says), else connects to
+    ``address`` (or starts a local instance) for the run."""
     if ray.is_initialized():
         yield
         return

@@ -45,6 +45,42 @@ def make_pairs(n: int, seed: int = 0, scores: bool = False) -> list[dict[str, An
     return rows
 
 
+def bad_jsonl(rows: list[dict[str, Any]], path: Path) -> Path:
+    """A JSONL file of ``rows`` (at least two) around eight bad lines, rows 1-7 and 9,
+    each set aside for another reason; line 8 is ``rows[1]``."""
+    lines = [
+        json.dumps(rows[0]),
+        json.dumps({"prompt": "p", "chosen": None, "rejected": "x"}),
+        json.dumps({"prompt": "p", "rejected": "x"}),
+        json.dumps({"prompt": "p", "chosen": 5, "rejected": "x"}),
+        json.dumps({"prompt": "p", "chosen": "", "rejected": "x"}),
+        json.dumps({"prompt": "p", "chosen": "same", "rejected": "same"}),
+        json.dumps({"prompt": "p", "chosen": [{"role": 1}], "rejected": [{"role": 1}]}),
+        "{not json",
+        json.dumps(rows[1]),
+    ]
+    tail = "".join(json.dumps(row) + "\n" for row in rows[2:])
+    path.write_bytes(
+        "\n".join(lines).encode() + b"\n" + b'{"chosen": "\xff\xfe"}\n' + tail.encode()
+    )
+    return path
+
+
+def conversations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` in the conversational format, without a prompt column: the prompt is the
+    messages chosen and rejected share."""
+    pairs = []
+    for row in rows:
+        user = {"role": "user", "content": row["prompt"]}
+        pairs.append(
+            {
+                "chosen": [user, {"role": "assistant", "content": row["chosen"]}],
+                "rejected": [user, {"role": "assistant", "content": row["rejected"]}],
+            }
+        )
+    return pairs
+
+
 def write_rows(rows: list[dict[str, Any]], path: Path) -> Path:
     """Writes rows as parquet, Arrow IPC or JSONL, by the path's suffix."""
     if path.suffix == ".jsonl":

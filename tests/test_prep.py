@@ -13,7 +13,14 @@ import pytest
 from tokenizers import Tokenizer
 
 import tokenpo
-from prep_data import make_pairs, train_tokenizer, write_model_dir, write_rows
+from prep_data import (
+    bad_jsonl,
+    conversations,
+    make_pairs,
+    train_tokenizer,
+    write_model_dir,
+    write_rows,
+)
 from tokenpo import ConfigError, InputError, PrepOptions, TokenizerError
 from tokenpo.data import read_shard
 
@@ -92,25 +99,15 @@ def test_scores_give_the_difficulty(tmp_path: Path, tokenizer_path: Path):
 
 
 def test_conversations_are_rendered_with_the_chat_template(tmp_path: Path, model_dir: Path):
-    conversations = []
-    for row in make_pairs(6):
-        user = {"role": "user", "content": row["prompt"]}
-        conversations.append(
-            {
-                "chosen": [user, {"role": "assistant", "content": row["chosen"]}],
-                "rejected": [user, {"role": "assistant", "content": row["rejected"]}],
-            }
-        )
-    manifest = tokenpo.prep(
-        [write_rows(conversations, tmp_path / "c.jsonl")], model_dir, tmp_path / "o"
-    )
+    pairs = conversations(make_pairs(6))
+    manifest = tokenpo.prep([write_rows(pairs, tmp_path / "c.jsonl")], model_dir, tmp_path / "o")
     assert manifest.raw["tokenizer"]["chat_template"] is True
     # The environment transformers renders chat templates with.
     template = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(
         json.loads((model_dir / "tokenizer_config.json").read_text())["chat_template"]
     )
     tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    for conversation, prepared in zip(conversations, all_rows(manifest), strict=True):
+    for conversation, prepared in zip(pairs, all_rows(manifest), strict=True):
         prompt_messages = conversation["chosen"][:1]  # the longest common prefix
         prompt_text = template.render(messages=prompt_messages, add_generation_prompt=True)
         full_text = template.render(messages=conversation["chosen"], add_generation_prompt=False)
@@ -122,20 +119,7 @@ def test_conversations_are_rendered_with_the_chat_template(tmp_path: Path, model
 
 
 def test_bad_rows_are_quarantined_with_file_row_and_reason(tmp_path: Path, tokenizer_path: Path):
-    good = make_pairs(3)
-    path = tmp_path / "bad.jsonl"
-    lines = [
-        json.dumps(good[0]),
-        json.dumps({"prompt": "p", "chosen": None, "rejected": "x"}),
-        json.dumps({"prompt": "p", "rejected": "x"}),
-        json.dumps({"prompt": "p", "chosen": 5, "rejected": "x"}),
-        json.dumps({"prompt": "p", "chosen": "", "rejected": "x"}),
-        json.dumps({"prompt": "p", "chosen": "same", "rejected": "same"}),
-        json.dumps({"prompt": "p", "chosen": [{"role": 1}], "rejected": [{"role": 1}]}),
-        "{not json",
-        json.dumps(good[1]),
-    ]
-    path.write_bytes("\n".join(lines).encode() + b"\n" + b'{"chosen": "\xff\xfe"}\n')
+    path = bad_jsonl(make_pairs(2), tmp_path / "bad.jsonl")
     manifest = tokenpo.prep([path], tokenizer_path, tmp_path / "o")
     assert manifest.pairs == 2
     records = quarantine(manifest)

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 import typer
+from rich.markup import escape
 
 from tokenpo.exceptions import ConfigError, InputError, TokenpoError
 from tokenpo_cli import demo, diff, evaluate, export, pipeline, plot, prep, ref_logps, stats, train
@@ -62,5 +63,6 @@ def main() -> None:
     except TokenpoError as error:
         if _state.debug:
             raise
-        err.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+        # Escaped: messages hold text such as `tokenpo[ray]` that rich would take as markup.
+        err.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
         raise SystemExit(2 if isinstance(error, ConfigError | InputError) else 1) from None

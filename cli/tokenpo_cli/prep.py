@@ -55,6 +55,16 @@ def prep_command(
     max_edit_distance: Annotated[
         int, typer.Option(help="Edit distance beyond which a pair is unaligned.")
     ] = tokenpo.DEFAULT_MAX_EDIT_DISTANCE,
+    engine: Annotated[
+        str, typer.Option(help="Where to run: local (this machine's cores) or ray (a cluster).")
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="With --engine ray: the cluster, HEAD:6379 "
+            "[default: RAY_ADDRESS, else a new local instance]."
+        ),
+    ] = None,
     explain_row: Annotated[
         int | None,
         typer.Option(help="Afterwards, show pair N token by token: class, weight, diff."),
@@ -63,7 +73,8 @@ def prep_command(
     """Tokenize, diff, weigh and rank preference pairs into shards, on every core.
 
     Writes `shard-*.parquet` (or `.arrow`), `quarantine.jsonl` (rows set aside, with the
-    reason) and `manifest.json`. Re-running with the same arguments resumes an interrupted
+    reason) and `manifest.json`. `--engine ray` runs the same kernel on a Ray cluster and
+    writes the same output. Re-running with the same arguments resumes an interrupted
     run, or does nothing if it finished.
     """
     options = PrepOptions(
@@ -79,7 +90,15 @@ def prep_command(
         max_edit_distance=max_edit_distance,
     )
     with _PrepProgress() as progress:
-        manifest = tokenpo.prep(inputs, tokenizer, out_dir, options, progress.update)
+        manifest = tokenpo.prep(
+            inputs,
+            tokenizer,
+            out_dir,
+            options,
+            progress.update,
+            engine=engine,  # type: ignore[arg-type]  # validated by tokenpo.prep
+            ray_address=ray_address,
+        )
     out.print(_summary_table(manifest))
     if explain_row is not None:
         explain(manifest, explain_row)

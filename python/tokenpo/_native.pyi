@@ -1,11 +1,15 @@
 """Type stubs of the native extension ``tokenpo._native`` (built from crates/tokenpo-py)."""
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pyarrow as pa
 
 __version__: str
 DEFAULT_MAX_EDIT_DISTANCE: int
+SOURCE_FILE_COLUMN: str
+SOURCE_ROW_COLUMN: str
+LINE_COLUMN: str
 
 class TokenDiff:
     """The diff of one pair of token sequences."""
@@ -47,3 +51,53 @@ def prep(
 ) -> str: ...
 def importance_preset(name: str) -> str: ...
 def token_class_name(token_class: int, importance_json: str) -> str: ...
+
+class PrepRun:
+    """A prep run as planned on the driver, or the manifest of the same run already done."""
+
+    def __init__(self, inputs: list[str], tokenizer: str, out: str, config_json: str) -> None: ...
+    @property
+    def finished_manifest(self) -> str | None:
+        """The manifest (JSON) when the output directory already holds this run."""
+    @property
+    def files(self) -> list[Path]:
+        """The input files in reading order (a row's ``source_file`` indexes this list)."""
+    @property
+    def fingerprint(self) -> str:
+        """The run's fingerprint."""
+    def input_columns(self) -> list[list[str]]:
+        """Per input file, the pair columns to ship (none for JSONL); checks each file."""
+    def finish(
+        self,
+        shards_json: list[str],
+        sums_json: list[str],
+        quarantined: pa.RecordBatch,
+        difficulty_source: str,
+    ) -> str:
+        """Writes ``quarantine.jsonl`` and ``manifest.json``; returns the manifest (JSON)."""
+
+class ShippedBatchPreparer:
+    """Pass 1 on a worker: shipped batches of raw rows to pairs and quarantine records."""
+
+    def __init__(self, tokenizer: str, config_json: str) -> None: ...
+    def prepare(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+        """``(pairs, quarantined)`` of a shipped batch."""
+    def frequencies(self, prepared: pa.RecordBatch) -> tuple[int, pa.Array]:
+        """``(documents, counts)``: token document frequencies of a batch of pairs."""
+
+def difficulty_scale(keys: pa.RecordBatch) -> tuple[str, pa.Array]:
+    """``(source, sorted_keys)`` of the whole corpus's ``score_margin``/``difficulty_key``."""
+
+def finish_shard(
+    prepared: pa.RecordBatch,
+    *,
+    index: int,
+    out: str,
+    config_json: str,
+    fingerprint: str,
+    documents: int,
+    counts: pa.Array,
+    sorted_keys: pa.Array,
+    difficulty_source: str,
+) -> tuple[str, str]:
+    """Pass 2 of one shard, written to ``out``; ``(record, sums)`` as JSON."""

@@ -11,6 +11,7 @@ __all__ = [
     "InputError",
     "InvalidRowError",
     "LengthMismatchError",
+    "MissingDependencyError",
     "SchemaError",
     "TokenizerError",
     "TokenpoError",
@@ -23,6 +24,11 @@ class TokenpoError(Exception):
 
 class ConfigError(TokenpoError, ValueError):
     """An option is out of range or inconsistent with another; the message names it."""
+
+
+class MissingDependencyError(TokenpoError, ImportError):
+    """An optional dependency that the asked-for feature needs is not installed; the
+    message says which extra to install."""
 
 
 class InputError(TokenpoError, ValueError):

@@ -4,6 +4,9 @@ Reads parquet, Arrow IPC and JSONL files (TRL's standard or conversational forma
 tokenizes prompt and completions separately, diffs the completions, weighs each token,
 ranks pair difficulty, and writes shards, ``quarantine.jsonl`` and ``manifest.json``.
 A killed run re-run with the same arguments resumes and ends byte-identical.
+
+Two engines run the same Rust kernel and write the same output: ``local`` (every core of
+this machine, streaming) and ``ray`` (a Ray cluster, through Ray Data; the ``ray`` extra).
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tokenpo import _native
-from tokenpo.exceptions import ConfigError, InputError
+from tokenpo.exceptions import ConfigError, InputError, MissingDependencyError
 
 __all__ = [
+    "ENGINES",
     "IMPORTANCE_PRESETS",
     "Manifest",
     "PrepOptions",
@@ -30,6 +34,11 @@ __all__ = [
 IMPORTANCE_PRESETS = ("default", "tabpo_authors")
 """Named importance coefficient sets: ``default`` (values weigh most, scaffolding least)
 and ``tabpo_authors`` (the TAB-PO authors' class weights)."""
+
+ENGINES = ("local", "ray")
+"""Where prep runs: ``local`` (this machine's cores) or ``ray`` (a Ray cluster)."""
+
+Engine = Literal["local", "ray"]
 
 ProgressCallback = Callable[[str, int, int, int], None]
 """Called as ``(kind, a, b, c)``: ``("tokenized", rows, pairs, quarantined)`` during the
@@ -180,19 +189,50 @@ def prep(
     out: str | Path,
     options: PrepOptions | None = None,
     progress: ProgressCallback | None = None,
+    *,
+    engine: Engine = "local",
+    ray_address: str | None = None,
 ) -> Manifest:
     """Prepare raw pair files (paths or globs) into shards in ``out``.
+
+    ``engine="ray"`` runs on the Ray cluster at ``ray_address`` (``HOST:6379``; default: the
+    session already open, else ``RAY_ADDRESS``, else a new local instance). Both engines
+    write the same shards, quarantine file and manifest.
 
     Raises:
         InputError: an input file or the tokenizer cannot be used (names the file).
         ConfigError: an option is out of range (names the option).
+        MissingDependencyError: ``engine="ray"`` without Ray installed.
     """
     options = options or PrepOptions()
     out_dir = Path(out)
-    text = _native.prep(
-        [str(path) for path in inputs], str(tokenizer), str(out_dir), options.to_native(), progress
-    )
+    paths = [str(path) for path in inputs]
+    if engine not in ENGINES:
+        raise ConfigError(f"engine: must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "local":
+        if ray_address is not None:
+            raise ConfigError("ray_address: only used with engine='ray'")
+        text = _native.prep(paths, str(tokenizer), str(out_dir), options.to_native(), progress)
+    else:
+        prep_on_ray = _ray_engine()
+        text = prep_on_ray(
+            paths, str(tokenizer), out_dir, options.to_native(), progress, ray_address
+        )
     return Manifest.from_json(out_dir, text)
+
+
+def _ray_engine() -> Callable[
+    [list[str], str, Path, str, ProgressCallback | None, str | None], str
+]:
+    """The Ray engine, imported only when asked for: Ray is an optional dependency."""
+    try:
+        from tokenpo.prep_ray import prep_on_ray
+    except ImportError as error:
+        raise MissingDependencyError(
+            f"engine 'ray' needs Ray, which cannot be imported ({error}); "
+            "install it with: pip install 'tokenpo[ray]'"
+        ) from error
+    return prep_on_ray
 
 
 def token_class_name(token_class: int, importance: dict[str, Any]) -> str:

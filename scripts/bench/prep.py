@@ -5,6 +5,7 @@ Usage (from the repository root, after scripts/setup):
     .venv/bin/python scripts/bench/prep.py                # the sets of the targets
     .venv/bin/python scripts/bench/prep.py --scale 0.1    # a quick run
     .venv/bin/python scripts/bench/prep.py --rss-scaling  # peak RSS at 100k and 1M pairs
+    .venv/bin/python scripts/bench/prep.py --engine ray   # the Ray engine beside the local one
 
 Sets, generated here: short structured pairs (JSON annotations 1-3 tokens apart, about
 100 tokens a pair) and long chat pairs (about 550 tokens a pair). Measured in this run,
@@ -15,16 +16,24 @@ each in a fresh process so peak RSS is its own:
 - tokenpo: `tokenpo.prep` to parquet shards.
 Targets on 2 cores: >= 1.6x the baseline's pairs/s; time <= 1.15x the floor; peak RSS
 <= 1 GiB and flat from 100k to 1M pairs.
+
+With ``--engine ray``: `tokenpo.prep(engine="ray")` beside the local engine on the same
+sets, on a Ray instance of 2 workers started once beforehand (as a cluster would be
+running already), so each run pays for connecting and scheduling but not for starting
+Ray. Target: >= 0.7x the local engine's pairs/s.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -166,7 +175,59 @@ def run_tokenpo(data: Path, tokenizer_path: Path, out: Path) -> None:
     tokenpo.prep([data], tokenizer_path, out / "shards")
 
 
-CONTENDERS = {"baseline": run_baseline, "floor": run_floor, "tokenpo": run_tokenpo}
+def run_tokenpo_ray(data: Path, tokenizer_path: Path, out: Path) -> None:
+    import tokenpo
+
+    address = os.environ[RAY_ADDRESS_VARIABLE]
+    tokenpo.prep([data], tokenizer_path, out / "shards", engine="ray", ray_address=address)
+
+
+CONTENDERS = {
+    "baseline": run_baseline,
+    "floor": run_floor,
+    "tokenpo": run_tokenpo,
+    "tokenpo-ray": run_tokenpo_ray,
+}
+RAY_ADDRESS_VARIABLE = "TOKENPO_BENCH_RAY_ADDRESS"
+RAY_ENVIRONMENT = {
+    # Every Ray process on loopback: Ray otherwise swaps 127.0.0.1 for the machine's
+    # routable address.
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    # The drivers present the token of the instance started here.
+    "RAY_AUTH_MODE": "token",
+    # Ray starts its workers at niceness 15, behind every other process of a shared
+    # machine; the local engine runs at 0, so the two would not compete alike.
+    "RAY_worker_niceness": "0",
+}
+RAY_WORKERS = 2
+
+# A Ray instance kept up for the whole benchmark, in a process of its own: it prints the
+# address drivers connect to, and shuts Ray down when its standard input closes.
+_RAY_HEAD = """
+import sys, ray
+ray.init(num_cpus=int(sys.argv[1]), include_dashboard=False)
+print(ray.get_runtime_context().gcs_address, flush=True)
+sys.stdin.read()
+ray.shutdown()
+"""
+
+
+@contextmanager
+def ray_instance(workers: int) -> Iterator[str]:
+    """A local Ray instance of ``workers`` CPUs; yields its address."""
+    head = subprocess.Popen(
+        [sys.executable, "-c", _RAY_HEAD, str(workers)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert head.stdin is not None
+    assert head.stdout is not None
+    try:
+        yield head.stdout.readline().strip()
+    finally:
+        head.stdin.close()
+        head.wait(timeout=120)
 
 
 # A wrapper interpreter per measurement: RUSAGE_CHILDREN keeps the maximum over all the
@@ -194,6 +255,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the full sets")
     parser.add_argument("--rss-scaling", action="store_true", help="tokenpo at 100k and 1M pairs")
+    parser.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="ray: the Ray engine beside the local one, instead of the three contenders",
+    )
     parser.add_argument("--run", nargs=4, metavar=("NAME", "DATA", "TOKENIZER", "OUT"))
     args = parser.parse_args()
     if args.run:
@@ -209,8 +276,16 @@ def main() -> None:
         train_bpe_tokenizer(corpus, vocab_size=4000).save(str(tokenizer))
         if args.rss_scaling:
             rss_scaling(console, work, tokenizer)
+        elif args.engine == "ray":
+            os.environ |= RAY_ENVIRONMENT
+            with ray_instance(RAY_WORKERS) as address:
+                os.environ[RAY_ADDRESS_VARIABLE] = address
+                compare_engines(console, work, tokenizer, args.scale)
         else:
             compare(console, work, tokenizer, args.scale)
+
+
+SETS = (("short JSON", "short", 200_000), ("long chat", "long", 50_000))
 
 
 def compare(console: Console, work: Path, tokenizer: Path, scale: float) -> None:
@@ -219,11 +294,14 @@ def compare(console: Console, work: Path, tokenizer: Path, scale: float) -> None
         table.add_column(column, justify="right")
     for column in ("vs baseline", "time / floor", "tokenpo peak RSS"):
         table.add_column(column, justify="right", style="bold")
-    for name, kind, pairs in (("short JSON", "short", 200_000), ("long chat", "long", 50_000)):
+    for name, kind, pairs in SETS:
         n_pairs = int(pairs * scale)
         data = work / f"{kind}.parquet"
         write_set(data, n_pairs, kind, seed=1)
-        results = {contender: measure(contender, data, tokenizer) for contender in CONTENDERS}
+        results = {
+            contender: measure(contender, data, tokenizer)
+            for contender in ("baseline", "floor", "tokenpo")
+        }
         seconds = {contender: result[0] for contender, result in results.items()}
         table.add_row(
             name,
@@ -232,6 +310,29 @@ def compare(console: Console, work: Path, tokenizer: Path, scale: float) -> None
             f"{seconds['baseline'] / seconds['tokenpo']:.2f}x",
             f"{seconds['tokenpo'] / seconds['floor']:.2f}x",
             f"{results['tokenpo'][1]:.2f} GiB",
+        )
+    console.print(table)
+
+
+def compare_engines(console: Console, work: Path, tokenizer: Path, scale: float) -> None:
+    table = Table(title=f"prep: Ray engine ({RAY_WORKERS} local workers) vs local engine")
+    for column in ("set", "pairs", "local pairs/s", "ray pairs/s"):
+        table.add_column(column, justify="right")
+    table.add_column("ray / local (>= 0.7x)", justify="right", style="bold")
+    table.add_column("ray peak RSS (driver)", justify="right")
+    for name, kind, pairs in SETS:
+        n_pairs = int(pairs * scale)
+        data = work / f"{kind}.parquet"
+        write_set(data, n_pairs, kind, seed=1)
+        local, _ = measure("tokenpo", data, tokenizer)
+        distributed, driver_gib = measure("tokenpo-ray", data, tokenizer)
+        table.add_row(
+            name,
+            f"{n_pairs:,}",
+            f"{n_pairs / local:,.0f}",
+            f"{n_pairs / distributed:,.0f}",
+            f"{local / distributed:.2f}x",
+            f"{driver_gib:.2f} GiB",
         )
     console.print(table)
 

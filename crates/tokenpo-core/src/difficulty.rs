@@ -36,6 +36,12 @@ impl RankScale {
         Self { sorted: keys }
     }
 
+    /// Every key of the corpus, sorted (what [`new`](Self::new) needs to rebuild the scale).
+    #[must_use]
+    pub fn sorted_keys(&self) -> &[f64] {
+        &self.sorted
+    }
+
     /// The difficulty of a pair with `key`: 1 for the smallest key (hardest), 0 for the
     /// largest (easiest); tied keys share their average rank. A corpus of one pair gives 0.5.
     #[must_use]

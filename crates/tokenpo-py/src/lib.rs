@@ -4,6 +4,7 @@
 mod diff;
 mod error;
 mod prep;
+mod prep_units;
 
 use pyo3::prelude::*;
 
@@ -23,5 +24,12 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(prep::prep, module)?)?;
     module.add_function(wrap_pyfunction!(prep::importance_preset, module)?)?;
     module.add_function(wrap_pyfunction!(prep::token_class_name, module)?)?;
+    module.add_class::<prep_units::PrepRun>()?;
+    module.add_class::<prep_units::ShippedBatchPreparer>()?;
+    module.add_function(wrap_pyfunction!(prep_units::difficulty_scale, module)?)?;
+    module.add_function(wrap_pyfunction!(prep_units::finish_shard, module)?)?;
+    module.add("SOURCE_FILE_COLUMN", tokenpo_core::io::input::SOURCE_FILE_COLUMN)?;
+    module.add("SOURCE_ROW_COLUMN", tokenpo_core::io::input::SOURCE_ROW_COLUMN)?;
+    module.add("LINE_COLUMN", tokenpo_core::io::input::LINE_COLUMN)?;
     Ok(())
 }

@@ -3,4 +3,5 @@
 pub mod checksum;
 pub mod input;
 pub mod manifest;
+pub mod quarantine;
 pub mod shard;

@@ -106,6 +106,15 @@ pub fn prepared_batch(pairs: &[PreparedPair]) -> Result<RecordBatch> {
     RecordBatch::try_new(prepared_schema(), columns).map_err(arrow_error)
 }
 
+/// The column `name` of a batch of prepared pairs; a missing one is a schema error.
+pub fn prepared_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
+    batch.column_by_name(name).ok_or_else(|| Error::Schema {
+        location: crate::error::Location::field(name),
+        expected: "a column of the prepared schema".into(),
+        found: DataType::Null,
+    })
+}
+
 fn list_column<T: ArrowPrimitiveType>(
     pairs: &[PreparedPair],
     pick: fn(&PreparedPair) -> &[T::Native],

@@ -7,13 +7,24 @@
 //! 2. [`write_pass`]: with the corpus-wide frequencies and difficulty ranks known, add
 //!    importance weights and difficulty to each part and write the final shard.
 //!
+//! The per-batch units of both passes ([`prepare_batch`], [`finish_shard`]) and the end
+//! of a run ([`finish_run`]) are public, so that another engine (the Ray engine of the
+//! Python package) runs the very same code, distributed, and writes the same output.
+//!
 //! Every file is written under a temporary name and renamed when complete, and the
 //! manifest last. Output depends only on the inputs and the config (never on the thread
 //! count or on interruptions), so a killed run re-run with the same arguments skips the
 //! completed parts and shards and ends byte-identical to an uninterrupted run.
 
+mod finish_run;
+mod finish_shard;
+mod prepare_batch;
 mod tokenize_pass;
 mod write_pass;
+
+pub use finish_run::{Written, finish_run};
+pub use finish_shard::{DIFFICULTY_KEY_COLUMNS, DifficultyKeys, ShardSums, Weighting, write_shard};
+pub use prepare_batch::{PreparedBatch, batch_frequencies, prepare_rows, prepare_shipped};
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -124,43 +135,75 @@ pub fn prep(
     config: &PrepConfig,
     progress: &mut dyn FnMut(Progress) -> Result<()>,
 ) -> Result<Manifest> {
-    config.validate()?;
-    let files = expand_inputs(inputs)?;
-    let tokenizer = PairTokenizer::load(tokenizer, config.eos_token.as_deref())?;
-    let input_records: Vec<FileRecord> = files
-        .iter()
-        .map(|path| {
-            let input = describe_input(path)?;
-            Ok(FileRecord {
-                path: input.path,
-                digest: FileDigest { bytes: input.bytes, sha256: input.sha256 },
-            })
-        })
-        .collect::<Result<_>>()?;
-    let fingerprint = fingerprint(config, &tokenizer, &input_records)?;
-    if let Some(manifest) = Manifest::read(out)? {
-        if manifest.fingerprint == fingerprint {
-            return Ok(manifest);
-        }
-        return Err(Error::File {
-            file: out.join("manifest.json"),
-            reason: "this directory holds shards prepared from other inputs or another config; \
-                     choose another output directory or remove it"
-                .into(),
-        });
-    }
-    let work = out.join(format!(".work-{}", &fingerprint[..16]));
-    fs::create_dir_all(&work).map_err(|error| Error::io(&work, &error))?;
-    let pass_one = tokenize_pass::run(&files, &tokenizer, &work, config, progress)?;
-    let run = write_pass::RunRecord {
-        fingerprint: &fingerprint,
-        tokenizer: &tokenizer,
-        inputs: input_records,
+    let run = match Run::plan(inputs, tokenizer, out, config)? {
+        Planned::Done(manifest) => return Ok(manifest),
+        Planned::ToDo(run) => run,
     };
+    let work = out.join(format!(".work-{}", &run.fingerprint[..16]));
+    fs::create_dir_all(&work).map_err(|error| Error::io(&work, &error))?;
+    let pass_one = tokenize_pass::run(&run.files, &run.tokenizer, &work, config, progress)?;
     let manifest =
-        write_pass::run(&pass_one.parts, &pass_one.frequencies, out, config, run, progress)?;
+        write_pass::run(&pass_one.parts, &pass_one.frequencies, out, config, &run, progress)?;
     fs::remove_dir_all(&work).map_err(|error| Error::io(&work, &error))?;
     Ok(manifest)
+}
+
+/// What every engine knows before reading a row: the input files, the tokenizer and the
+/// fingerprint of the run.
+pub struct Run {
+    /// The input files, globs expanded, in reading order (a row's `source_file` indexes it).
+    pub files: Vec<PathBuf>,
+    /// The tokenizer.
+    pub tokenizer: PairTokenizer,
+    /// The input files with their sizes and checksums, for the manifest.
+    pub inputs: Vec<FileRecord>,
+    /// Hash of the inputs, tokenizer and config: the output depends on nothing else.
+    pub fingerprint: String,
+}
+
+/// A run to do, or the manifest of the same run already finished in the output directory.
+#[expect(clippy::large_enum_variant, reason = "one is made per run and matched at once")]
+pub enum Planned {
+    /// `out` already holds this run's output.
+    Done(Manifest),
+    /// The run to do.
+    ToDo(Run),
+}
+
+impl Run {
+    /// Checks the config, expands the inputs, loads the tokenizer and fingerprints the run.
+    /// An output directory finished by a run with another fingerprint is an error.
+    pub fn plan(
+        inputs: &[PathBuf],
+        tokenizer: &Path,
+        out: &Path,
+        config: &PrepConfig,
+    ) -> Result<Planned> {
+        config.validate()?;
+        let files = expand_inputs(inputs)?;
+        let tokenizer = PairTokenizer::load(tokenizer, config.eos_token.as_deref())?;
+        let inputs: Vec<FileRecord> = files
+            .iter()
+            .map(|path| {
+                let input = describe_input(path)?;
+                Ok(FileRecord {
+                    path: input.path,
+                    digest: FileDigest { bytes: input.bytes, sha256: input.sha256 },
+                })
+            })
+            .collect::<Result<_>>()?;
+        let fingerprint = fingerprint(config, &tokenizer, &inputs)?;
+        match Manifest::read(out)? {
+            Some(manifest) if manifest.fingerprint == fingerprint => Ok(Planned::Done(manifest)),
+            Some(_) => Err(Error::File {
+                file: out.join("manifest.json"),
+                reason: "this directory holds shards prepared from other inputs or another \
+                         config; choose another output directory or remove it"
+                    .into(),
+            }),
+            None => Ok(Planned::ToDo(Self { files, tokenizer, inputs, fingerprint })),
+        }
+    }
 }
 
 fn fingerprint(

@@ -1,25 +1,19 @@
 //! Pass 1: raw rows to prepared parts of `shard_rows` pairs, with per-part sidecars.
 
+use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
-
+use super::prepare_batch::prepare_rows;
 use super::{PrepConfig, Progress};
-use crate::diff::{DiffOptions, DiffScratch};
 use crate::error::{Error, Result};
 use crate::importance::DocumentFrequency;
 use crate::io::input::{ColumnMap, read_pairs};
 use crate::io::manifest::write_text_atomically;
 use crate::io::shard::{ShardFormat, prepared_batch, write_atomically};
 use crate::pair::{Quarantined, RowOutcome, RowSource};
-use crate::prepare::{PrepareContext, PreparedPair, PromptCache, prepare, render};
+use crate::prepare::{PreparedPair, PromptCache};
 use crate::tokenize::PairTokenizer;
-
-/// Prompts kept tokenized across batches before the cache is emptied (bounds memory).
-const PROMPT_CACHE_LIMIT: usize = 1 << 16;
 
 /// What a part's sidecar records: written after the part's data, so it marks completion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,7 +76,7 @@ pub(super) fn run(
             if let Some(end) = resume_at {
                 rows.retain(|row| source_of(row) >= end);
             }
-            for outcome in prepare_batch(rows, tokenizer, &mut prompts, config) {
+            for outcome in prepare_rows(rows, tokenizer, &mut prompts, config) {
                 counts.add(&outcome);
                 builder.push(outcome);
                 if builder.pairs.len() == config.shard_rows {
@@ -107,60 +101,6 @@ fn absorb(total: &mut DocumentFrequency, mut part: Part) -> Part {
     total.merge(&part.sidecar.frequencies);
     part.sidecar.frequencies = DocumentFrequency::default();
     part
-}
-
-fn prepare_batch(
-    rows: Vec<RowOutcome>,
-    tokenizer: &PairTokenizer,
-    prompts: &mut PromptCache,
-    config: &PrepConfig,
-) -> Vec<std::result::Result<PreparedPair, Quarantined>> {
-    let rendered: Vec<_> = rows
-        .into_par_iter()
-        .map(|row| row.and_then(|pair| render(&pair, tokenizer).map(|texts| (pair, texts))))
-        .collect();
-    cache_new_prompts(
-        rendered.iter().flatten().map(|(_, texts)| texts.prompt.as_str()),
-        tokenizer,
-        prompts,
-    );
-    let value_keys = config.importance.value_key_names();
-    let context = PrepareContext {
-        tokenizer,
-        prompts,
-        limit: config.limit,
-        diff: DiffOptions { max_edit_distance: config.max_edit_distance },
-        value_keys: &value_keys,
-    };
-    rendered
-        .into_par_iter()
-        .map_init(DiffScratch::default, |scratch, row| {
-            let (pair, texts) = row?;
-            prepare(&pair, &texts, &context, scratch)
-        })
-        .collect()
-}
-
-/// Tokenizes each prompt of the batch that is not cached yet, once, in parallel.
-fn cache_new_prompts<'a>(
-    batch_prompts: impl Iterator<Item = &'a str>,
-    tokenizer: &PairTokenizer,
-    prompts: &mut PromptCache,
-) {
-    let mut new: Vec<&str> =
-        batch_prompts.filter(|prompt| !prompts.contains_key(*prompt)).collect();
-    new.sort_unstable();
-    new.dedup();
-    if prompts.len() + new.len() > PROMPT_CACHE_LIMIT {
-        prompts.clear();
-    }
-    let encoded: Vec<_> = new
-        .into_par_iter()
-        .filter_map(|prompt| {
-            Some((prompt.to_owned(), Arc::new(tokenizer.encode_prompt(prompt).ok()?)))
-        })
-        .collect();
-    prompts.extend(encoded);
 }
 
 fn source_of(row: &RowOutcome) -> RowSource {

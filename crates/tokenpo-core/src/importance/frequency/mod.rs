@@ -104,6 +104,18 @@ impl DocumentFrequency {
         }
     }
 
+    /// Counts made elsewhere: `counts[t]` pairs of `documents` hold token id `t`. A count
+    /// above `documents` is an error naming the token.
+    pub fn from_counts(documents: u64, counts: Vec<u32>) -> Result<Self, String> {
+        Self::try_from(Counts { documents, counts })
+    }
+
+    /// The pairs holding each token id, by id (ids past the end: none).
+    #[must_use]
+    pub fn counts(&self) -> &[u32] {
+        &self.counts
+    }
+
     /// Number of pairs counted.
     #[must_use]
     pub fn documents(&self) -> u64 {

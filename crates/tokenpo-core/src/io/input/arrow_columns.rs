@@ -60,6 +60,11 @@ impl Plan {
         projection.dedup();
         Ok(Self { columns, projection })
     }
+
+    /// The names, in the file, of the columns to read.
+    pub(super) fn column_names(&self) -> Vec<String> {
+        self.columns.iter().map(|(_, name)| name.clone()).collect()
+    }
 }
 
 fn missing_column(schema: &Schema, column: &str) -> String {

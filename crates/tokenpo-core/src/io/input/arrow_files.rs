@@ -75,6 +75,11 @@ impl ArrowRows {
         }
     }
 
+    /// The names, in the file, of the pair columns read.
+    pub(super) fn column_names(&self) -> Vec<String> {
+        self.plan.column_names()
+    }
+
     /// The next row, `None` at the end, or an error when the file cannot be read further.
     pub(super) fn next_row(&mut self) -> Option<Result<RowOutcome>> {
         loop {

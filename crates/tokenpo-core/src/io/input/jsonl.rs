@@ -118,7 +118,7 @@ fn check_required_columns(path: &Path, map: &ColumnMap) -> Result<()> {
 }
 
 /// The row on one line, or `None` for a blank line.
-fn parse_line(line: &[u8], source: RowSource, map: &ColumnMap) -> Option<RowOutcome> {
+pub(super) fn parse_line(line: &[u8], source: RowSource, map: &ColumnMap) -> Option<RowOutcome> {
     let quarantine = |reason: &str| Quarantined { source, field: None, reason: reason.to_owned() };
     let Ok(text) = std::str::from_utf8(line) else {
         return Some(Err(quarantine("line is not valid UTF-8")));

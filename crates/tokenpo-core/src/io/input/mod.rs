@@ -31,11 +31,13 @@ mod columns;
 mod glob;
 mod jsonl;
 mod row;
+mod shipped;
 
 use std::path::{Path, PathBuf};
 
 pub use columns::ColumnMap;
 pub use glob::expand_inputs;
+pub use shipped::{LINE_COLUMN, SOURCE_FILE_COLUMN, SOURCE_ROW_COLUMN, shipped_rows};
 
 use self::arrow_files::ArrowRows;
 use self::jsonl::JsonlRows;
@@ -138,6 +140,16 @@ pub fn read_pairs(
         InputFormat::Jsonl => Rows::Jsonl(JsonlRows::open(path, file_index, columns)?),
     };
     Ok(PairBatches { rows, batch_rows, pending_error: None, finished: false })
+}
+
+/// Opens `path` as [`read_pairs`] does, so a file that cannot be used fails the same
+/// way, and returns the names of the pair columns it holds: the columns another engine
+/// must ship for [`shipped_rows`]. A JSONL file has none (its lines are shipped whole).
+pub fn input_columns(path: &Path, columns: &ColumnMap) -> Result<Vec<String>> {
+    Ok(match read_pairs(path, 0, columns, 1)?.rows {
+        Rows::Arrow(rows) => rows.column_names(),
+        Rows::Jsonl(_) => Vec::new(),
+    })
 }
 
 /// The batches of rows of one input file; see [`read_pairs`].

@@ -44,19 +44,20 @@ def run_demo(
     workdir: Annotated[Path, typer.Option(help="Where the pipeline file and outputs go.")] = Path(
         "runs/demo"
     ),
-    device: DeviceOption = "auto",
+    device: Annotated[
+        str, typer.Option(help="auto, cpu or cuda; cuda runs a larger model on more data.")
+    ] = "auto",
 ) -> None:
     """Write the demo's pipeline file into the workdir and run it; print stage timings."""
     if ctx.invoked_subcommand is not None:
         return
     from dataclasses import replace
 
-    from tokenpo.demo.pipeline import DEFAULT_PLAN, QUICK_PLAN, pipeline_toml
+    from tokenpo.demo.pipeline import CUDA_PLAN, DEFAULT_PLAN, QUICK_PLAN, pipeline_toml
     from tokenpo.pipeline import load_pipeline, run_pipeline
 
-    plan = replace(
-        QUICK_PLAN if quick else DEFAULT_PLAN, seeds=tuple(range(seeds)), device=_device(device)
-    )
+    base = QUICK_PLAN if quick else CUDA_PLAN if device == "cuda" else DEFAULT_PLAN
+    plan = replace(base, seeds=tuple(range(seeds)), device=_device(device))
     workdir.mkdir(parents=True, exist_ok=True)
     file = workdir / "demo.toml"
     file.write_text(pipeline_toml(plan))
@@ -112,6 +113,9 @@ def sft_command(
     val_messages: Annotated[int, typer.Option(min=1, help="Messages per check.")] = 64,
     max_new_tokens: MaxNewTokens = 128,
     seed: Annotated[int, typer.Option()] = 0,
+    hidden_size: Annotated[int, typer.Option(min=1, help="The GPT's width.")] = 128,
+    layers: Annotated[int, typer.Option(min=1, help="The GPT's depth.")] = 2,
+    heads: Annotated[int, typer.Option(min=1, help="Attention heads.")] = 4,
     device: DeviceOption = "auto",
 ) -> None:
     """SFT the built-in GPT on the gold until validation joint micro-F1 reaches a target."""
@@ -126,6 +130,9 @@ def sft_command(
         val_messages=val_messages,
         max_new_tokens=max_new_tokens,
         seed=seed,
+        hidden_size=hidden_size,
+        layers=layers,
+        heads=heads,
         device=_device(device),
     )
     stop = run_sft(data, out_dir, options, log=note)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tokenpo.demo import DEFAULT_PLAN, QUICK_PLAN, DemoPlan, pipeline_toml, run_name
+from tokenpo.demo import CUDA_PLAN, DEFAULT_PLAN, QUICK_PLAN, DemoPlan, pipeline_toml, run_name
 from tokenpo.exceptions import ConfigError
 from tokenpo.pipeline import load_pipeline
 
@@ -46,3 +46,18 @@ def test_the_runner_reads_one_stage_per_method_seed_and_eval(tmp_path: Path) -> 
 def test_a_plan_with_an_unknown_method_is_refused() -> None:
     with pytest.raises(ConfigError, match="no method 'nope'"):
         DemoPlan(methods=("dpo", "nope"))
+
+
+def test_the_gpu_plan_trains_a_larger_model_on_more_data(tmp_path: Path) -> None:
+    file = tmp_path / "demo.toml"
+    file.write_text(pipeline_toml(CUDA_PLAN))
+    pipeline = load_pipeline(file)
+    sft = pipeline.stage("sft").run
+    size = {flag: int(sft[sft.index(flag) + 1]) for flag in ("--hidden-size", "--layers")}
+    assert size["--hidden-size"] > DEFAULT_PLAN.hidden_size
+    assert size["--layers"] > DEFAULT_PLAN.layers
+    data = pipeline.stage("data").run
+    assert int(data[data.index("--train") + 1]) > DEFAULT_PLAN.sizes.train
+    for stage in pipeline.stages:
+        if "--device" in stage.run:
+            assert stage.run[stage.run.index("--device") + 1] == "cuda", stage.name

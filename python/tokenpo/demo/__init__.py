@@ -17,10 +17,18 @@ from tokenpo.demo.methods import (
     method_names,
     method_overrides,
 )
-from tokenpo.demo.pipeline import DEFAULT_PLAN, QUICK_PLAN, DemoPlan, pipeline_toml, run_name
+from tokenpo.demo.pipeline import (
+    CUDA_PLAN,
+    DEFAULT_PLAN,
+    QUICK_PLAN,
+    DemoPlan,
+    pipeline_toml,
+    run_name,
+)
 from tokenpo.demo.report import Summary, aggregate, collect_report, relative_change
 
 __all__ = [
+    "CUDA_PLAN",
     "DEFAULT_PLAN",
     "METHODS",
     "QUICK_PLAN",

@@ -11,7 +11,7 @@ from typing import Literal
 from tokenpo.demo.data import DataSizes
 from tokenpo.demo.methods import method, method_names
 
-__all__ = ["DEFAULT_PLAN", "QUICK_PLAN", "DemoPlan", "pipeline_toml", "run_name"]
+__all__ = ["CUDA_PLAN", "DEFAULT_PLAN", "QUICK_PLAN", "DemoPlan", "pipeline_toml", "run_name"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -32,6 +32,12 @@ class DemoPlan:
     """...or at this many steps."""
     sft_val_messages: int = 64
     """Validation messages generated at each SFT check."""
+    hidden_size: int = 128
+    """The built-in GPT's width..."""
+    layers: int = 2
+    """...depth..."""
+    heads: int = 4
+    """...and attention heads."""
     pairs_limit: int | None = None
     """Training messages the SFT model annotates for negatives; None: all."""
     methods: tuple[str, ...] = field(default_factory=method_names)
@@ -58,6 +64,22 @@ DEFAULT_PLAN = DemoPlan(pairs_limit=600)
 """``tokenpo demo``. Greedy decoding of every training message would dominate a CPU run, so
 600 messages give the pairs (about 1500, as two negatives and the model's own wrong outputs
 per message)."""
+
+CUDA_PLAN = DemoPlan(
+    sizes=DataSizes(train=20_000, validation=500, test=500),
+    sft_increment=250,
+    sft_max_steps=4000,
+    sft_val_messages=200,
+    hidden_size=512,
+    layers=8,
+    heads=8,
+    steps=400,
+    batch_size=32,
+    val_every=50,
+    device="cuda",
+)
+"""``tokenpo demo --device cuda``: ten times the data, a 8 x 512 GPT (~25M parameters) and
+longer runs, every training message annotated for negatives."""
 
 QUICK_PLAN = DemoPlan(
     sizes=DataSizes(train=16, validation=8, test=8),
@@ -126,6 +148,8 @@ def pipeline_toml(plan: DemoPlan, *, workdir: str = ".") -> str:
              "--target-f1", str(plan.sft_target_f1), "--increment", str(plan.sft_increment),
              "--max-steps", str(plan.sft_max_steps), "--batch-size", str(plan.batch_size),
              "--val-messages", str(plan.sft_val_messages), "--seed", str(plan.data_seed),
+             "--hidden-size", str(plan.hidden_size), "--layers", str(plan.layers),
+             "--heads", str(plan.heads),
              *generation, *device],
             ["data/sft_pairs.jsonl", "data/validation.jsonl"],
             ["sft/sft_stop.json", "sft/run/final/config.json"],

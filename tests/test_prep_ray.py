@@ -9,7 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import tokenpo
 from prep_data import (
@@ -79,14 +83,16 @@ def assert_same_output(inputs: list[Path], tokenizer: Path, out: Path) -> tokenp
 
 def test_parquet_and_jsonl_files_give_the_local_output(tmp_path: Path, tokenizer_path: Path):
     first = make_pairs(150, seed=1, scores=True)
-    first[7]["chosen"] = None
+    first[97]["chosen"] = None
     second = make_pairs(130, seed=2, scores=True)
-    inputs = [
-        write_rows(first, tmp_path / "a.parquet"),
-        write_rows(second, tmp_path / "b.jsonl"),
-    ]
+    # Row groups of 40 rows, each read in a task of its own: rows still count from the
+    # start of their file.
+    pq.write_table(pa.Table.from_pylist(first), tmp_path / "a.parquet", row_group_size=40)
+    inputs = [tmp_path / "a.parquet", write_rows(second, tmp_path / "b.jsonl")]
     manifest = assert_same_output(inputs, tokenizer_path, tmp_path)
     assert manifest.pairs == 279
+    [record] = [json.loads(line) for line in manifest.quarantine.path.read_text().splitlines()]
+    assert (record["file"], record["row"]) == (str(inputs[0]), 97)
     assert [shard.rows for shard in manifest.shards] == [64, 64, 64, 64, 23]
     assert manifest.raw["difficulty_source"] == "score_margin"
 
@@ -110,6 +116,26 @@ def test_conversations_with_bad_rows_give_the_local_output(tmp_path: Path):
     manifest = assert_same_output([write_rows(pairs, tmp_path / "c.parquet")], model, tmp_path)
     assert manifest.raw["tokenizer"]["chat_template"] is True
     assert sum(manifest.summary["quarantined"].values()) == 3
+
+
+@given(block_pairs=st.lists(st.integers(0, 300), max_size=12), shard_rows=st.integers(1, 200))
+def test_shards_take_the_blocks_pairs_in_input_order(block_pairs: list[int], shard_rows: int):
+    from tokenpo.prep_ray.engine import _shard_slices
+
+    shards = _shard_slices(block_pairs, shard_rows)
+    taken = [
+        (block, row)
+        for shard in shards
+        for block, start, stop in shard
+        for row in range(start, stop)
+    ]
+    assert taken == [
+        (block, row) for block, pairs in enumerate(block_pairs) for row in range(pairs)
+    ]
+    total = sum(block_pairs)
+    full, rest = divmod(total, shard_rows)
+    sizes = [sum(stop - start for _, start, stop in shard) for shard in shards]
+    assert sizes == [shard_rows] * full + [rest] * (rest > 0)
 
 
 def test_a_finished_run_is_not_redone(tmp_path: Path, tokenizer_path: Path):

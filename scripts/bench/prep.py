@@ -6,9 +6,11 @@ Usage (from the repository root, after scripts/setup):
     .venv/bin/python scripts/bench/prep.py --scale 0.1    # a quick run
     .venv/bin/python scripts/bench/prep.py --rss-scaling  # peak RSS at 100k and 1M pairs
     .venv/bin/python scripts/bench/prep.py --engine ray   # the Ray engine beside the local one
+    .venv/bin/python scripts/bench/prep.py --engine ray --set long   # one set only
 
 Sets, generated here: short structured pairs (JSON annotations 1-3 tokens apart, about
-100 tokens a pair) and long chat pairs (about 550 tokens a pair). Measured in this run,
+100 tokens a pair) and long chat pairs (about 550 tokens a pair), written to parquet in
+row groups of 50,000 rows (at scale 1 the long-chat set is one). Measured in this run,
 each in a fresh process so peak RSS is its own:
 - baseline: HF `datasets` `.map(batched=True, num_proc=2)` tokenizing with `tokenizers`,
   masks from difflib, written to parquet;
@@ -108,6 +110,11 @@ def long_pair(rng: random.Random) -> dict[str, str]:
     for _ in range(rng.randint(1, 3)):
         edited[rng.randrange(len(edited))] = rng.choice(WORDS)
     return {"prompt": prompt, "chosen": " ".join(answer), "rejected": " ".join(edited)}
+
+
+# The sets of the targets: (name, kind of pair, pairs at scale 1).
+BenchSet = tuple[str, str, int]
+SETS: tuple[BenchSet, ...] = (("short JSON", "short", 200_000), ("long chat", "long", 50_000))
 
 
 def write_set(path: Path, n_pairs: int, make: str, seed: int) -> None:
@@ -256,6 +263,9 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the full sets")
     parser.add_argument("--rss-scaling", action="store_true", help="tokenpo at 100k and 1M pairs")
     parser.add_argument(
+        "--set", choices=[kind for _, kind, _ in SETS], help="only this set (default: both)"
+    )
+    parser.add_argument(
         "--engine",
         choices=["local", "ray"],
         default="local",
@@ -276,25 +286,26 @@ def main() -> None:
         train_bpe_tokenizer(corpus, vocab_size=4000).save(str(tokenizer))
         if args.rss_scaling:
             rss_scaling(console, work, tokenizer)
-        elif args.engine == "ray":
+            return
+        sets = [entry for entry in SETS if args.set in (None, entry[1])]
+        if args.engine == "ray":
             os.environ |= RAY_ENVIRONMENT
             with ray_instance(RAY_WORKERS) as address:
                 os.environ[RAY_ADDRESS_VARIABLE] = address
-                compare_engines(console, work, tokenizer, args.scale)
+                compare_engines(console, work, tokenizer, sets, args.scale)
         else:
-            compare(console, work, tokenizer, args.scale)
+            compare(console, work, tokenizer, sets, args.scale)
 
 
-SETS = (("short JSON", "short", 200_000), ("long chat", "long", 50_000))
-
-
-def compare(console: Console, work: Path, tokenizer: Path, scale: float) -> None:
+def compare(
+    console: Console, work: Path, tokenizer: Path, sets: list[BenchSet], scale: float
+) -> None:
     table = Table(title="prep: tokenpo vs HF datasets + difflib (baseline) vs encode only (floor)")
     for column in ("set", "pairs", "baseline pairs/s", "floor pairs/s", "tokenpo pairs/s"):
         table.add_column(column, justify="right")
     for column in ("vs baseline", "time / floor", "tokenpo peak RSS"):
         table.add_column(column, justify="right", style="bold")
-    for name, kind, pairs in SETS:
+    for name, kind, pairs in sets:
         n_pairs = int(pairs * scale)
         data = work / f"{kind}.parquet"
         write_set(data, n_pairs, kind, seed=1)
@@ -314,13 +325,15 @@ def compare(console: Console, work: Path, tokenizer: Path, scale: float) -> None
     console.print(table)
 
 
-def compare_engines(console: Console, work: Path, tokenizer: Path, scale: float) -> None:
+def compare_engines(
+    console: Console, work: Path, tokenizer: Path, sets: list[BenchSet], scale: float
+) -> None:
     table = Table(title=f"prep: Ray engine ({RAY_WORKERS} local workers) vs local engine")
     for column in ("set", "pairs", "local pairs/s", "ray pairs/s"):
         table.add_column(column, justify="right")
     table.add_column("ray / local (>= 0.7x)", justify="right", style="bold")
     table.add_column("ray peak RSS (driver)", justify="right")
-    for name, kind, pairs in SETS:
+    for name, kind, pairs in sets:
         n_pairs = int(pairs * scale)
         data = work / f"{kind}.parquet"
         write_set(data, n_pairs, kind, seed=1)

@@ -2,13 +2,18 @@
 
 1. Ray Data reads the inputs (`InputFiles`) and `map_batches` runs pass 1 of the Rust
    kernel on each block of raw rows (Arrow in and out; the kernel releases the GIL):
-   prepared pairs and quarantine records.
-2. Token document frequencies are counted per block on the workers and summed in a tree
-   of Ray Data maps; the difficulty keys (two numbers a pair) are gathered and ranked once
-   on the driver. Both are broadcast with `ray.put` to the shard writers.
-3. The pairs, in input order, are cut into shards of `shard_rows`; one Ray task per shard
+   prepared pairs and quarantine records, kept in the object store in input order.
+2. One task per block of that output sets apart what the driver needs: its quarantine
+   records, its difficulty keys (two numbers a pair) and its token document frequencies.
+   The frequencies are summed in a tree of tasks; the records and keys are gathered on
+   the driver, which ranks the keys once. Frequencies and keys are broadcast with
+   `ray.put` to the shard writers.
+3. The pairs, in input order, are cut into shards of `shard_rows`; one task per shard
    runs pass 2 of the kernel (importance weights, difficulty) and writes it.
 4. The driver writes `quarantine.jsonl` and `manifest.json` with the local engine's code.
+
+Steps 2 and 3 are plain Ray tasks on the blocks, not Ray Data: every Ray Data execution
+costs about a second of scheduling however little it does, and they would take five.
 
 The output is the local engine's, row for row, for the same inputs and config. Every
 node must see the inputs, the tokenizer and the output directory at the same paths.
@@ -19,16 +24,17 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
-from ray.data import DataContext, Dataset
+from ray.data import DataContext
 
 from tokenpo import _native
 from tokenpo.prep_ray.source import InputFiles
@@ -66,11 +72,14 @@ def prep_on_ray(
     report = progress or (lambda kind, a, b, c: None)
     with _connected(address), _in_input_order():
         kernel = _Kernel(tokenizer, config_json)
-        pairs, quarantined = _pass_one(InputFiles(run.files, columns, kernel.batch_rows), kernel)
-        total = pairs.count()
-        report("tokenized", total + quarantined.num_rows, total, quarantined.num_rows)
-        documents, counts = _document_frequencies(pairs, kernel)
-        keys = _gathered(pairs.select_columns(_KEY_SCHEMA.names), _KEY_SCHEMA)
+        blocks = _pass_one(InputFiles(run.files, columns, kernel.batch_rows), kernel)
+        block_records = ray.get([block.quarantined for block in blocks])
+        quarantined = _gathered(block_records, _QUARANTINE_SCHEMA)
+        block_keys = ray.get([block.keys for block in blocks])
+        keys = _gathered(block_keys, _KEY_SCHEMA)
+        pairs = keys.num_rows
+        report("tokenized", pairs + quarantined.num_rows, pairs, quarantined.num_rows)
+        documents, counts = _document_frequencies([block.counts for block in blocks])
         difficulty_source, sorted_keys = _native.difficulty_scale(keys)
         job = _ShardJob(
             out=str(out),
@@ -79,22 +88,60 @@ def prep_on_ray(
             documents=documents,
             difficulty_source=difficulty_source,
         )
-        written = _write_shards(pairs, total, job, ray.put(counts), ray.put(sorted_keys), report)
+        shards = _shard_slices([table.num_rows for table in block_keys], job.shard_rows)
+        written = _write_shards(blocks, shards, job, ray.put(counts), ray.put(sorted_keys), report)
         records, sums = zip(*written, strict=True) if written else ((), ())
         return run.finish(list(records), list(sums), quarantined, difficulty_source)
 
 
-def _pass_one(inputs: InputFiles, kernel: _Kernel) -> tuple[Dataset, pa.RecordBatch]:
-    """Pass 1 on the workers: the pairs (kept in the object store, in input order) and
-    the quarantine records (gathered on the driver)."""
+@dataclass(frozen=True, slots=True)
+class _Block:
+    """A block of pass 1's output (pairs and quarantine records, in one table) and what
+    the driver needs of it, all in the object store."""
+
+    outcomes: ray.ObjectRef[pa.Table]
+    quarantined: ray.ObjectRef[pa.Table]
+    keys: ray.ObjectRef[pa.Table]
+    counts: ray.ObjectRef[pa.Table]
+
+
+def _pass_one(inputs: InputFiles, kernel: _Kernel) -> list[_Block]:
+    """Pass 1 on the workers, its output in input order, each block set apart."""
     outcomes = (
-        ray.data.read_datasource(inputs)
+        ray.data.read_datasource(inputs, override_num_blocks=_read_blocks(inputs))
         .map_batches(kernel.prepare_block, batch_format="pyarrow")
-        .materialize()
+        .to_arrow_refs()
     )
-    pairs = outcomes.map_batches(_pairs_only, batch_format="pyarrow").materialize()
-    quarantined = outcomes.map_batches(_quarantined_only, batch_format="pyarrow")
-    return pairs, _gathered(quarantined, _QUARANTINE_SCHEMA)
+    return [_set_apart(kernel, block) for block in outcomes]
+
+
+def _read_blocks(inputs: InputFiles) -> int:
+    """How many blocks pass 1 reads: one per read task, and at least two per CPU.
+
+    When the read tasks alone are that many, Ray Data runs the kernel inside them (fused),
+    so no CPU waits on a read; otherwise it splits each task's rows into equal blocks.
+    Ray Data's default, blocks of at least 1 MiB, suits light transforms, not this kernel
+    (about half a second a MiB of chat pairs): Ray Data takes ~0.1 s to schedule each
+    task, and a read task holds a CPU while it feeds them blocks at that pace."""
+    cpus = int(ray.cluster_resources().get("CPU", 1))  # type: ignore[no-untyped-call]
+    return max(inputs.pieces, 2 * cpus)
+
+
+def _set_apart(kernel: _Kernel, outcomes: ray.ObjectRef[pa.Table]) -> _Block:
+    # A task of three returns gives three references, whatever Ray's type stubs say.
+    quarantined, keys, counts = cast(
+        "list[ray.ObjectRef[pa.Table]]", _set_apart_task.remote(kernel, outcomes)
+    )
+    return _Block(outcomes, quarantined, keys, counts)
+
+
+@ray.remote(num_returns=3)
+def _set_apart_task(kernel: _Kernel, outcomes: pa.Table) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """A block's quarantine records, its pairs' difficulty keys and their token document
+    frequencies."""
+    pairs = _pairs_only(outcomes)
+    keys = pairs.select(_KEY_SCHEMA.names)
+    return _quarantined_only(outcomes), keys, kernel.count_block(pairs)
 
 
 @contextmanager
@@ -180,9 +227,8 @@ def _quarantined_only(outcomes: pa.Table) -> pa.Table:
     )
 
 
-def _gathered(dataset: Dataset, schema: pa.Schema) -> pa.RecordBatch:
-    """Every row of a small dataset, on the driver, as one record batch of ``schema``."""
-    tables = [table.select(schema.names) for table in ray.get(dataset.to_arrow_refs())]
+def _gathered(tables: list[pa.Table], schema: pa.Schema) -> pa.RecordBatch:
+    """Small tables, as one record batch of ``schema``."""
     return _one_batch(
         pa.concat_tables([schema.empty_table(), *tables], promote_options="permissive")
     )
@@ -194,26 +240,28 @@ def _one_batch(table: pa.Table) -> pa.RecordBatch:
     )
 
 
-def _document_frequencies(pairs: Dataset, kernel: _Kernel) -> tuple[int, pa.Array]:
-    """Counts per block on the workers, summed in a tree of maps to one row."""
-    partial = pairs.map_batches(kernel.count_block, batch_format="pyarrow").materialize()
-    while partial.count() > 1:
-        partial = partial.map_batches(
-            _sum_counts, batch_size=_FAN_IN, batch_format="pyarrow"
-        ).materialize()
-    rows = partial.take_all()
-    if not rows:
+def _document_frequencies(counts: list[ray.ObjectRef[pa.Table]]) -> tuple[int, pa.Array]:
+    """The blocks' counts summed in a tree of tasks, so that no task holds more than
+    ``_FAN_IN`` vocabulary-long rows."""
+    while len(counts) > 1:
+        counts = [
+            _sum_counts.remote(*counts[start : start + _FAN_IN])
+            for start in range(0, len(counts), _FAN_IN)
+        ]
+    if not counts:
         return 0, pa.array([], pa.uint32())
-    counts = np.minimum(np.asarray(rows[0]["counts"], dtype=np.uint64), np.iinfo(np.uint32).max)
-    return int(rows[0]["documents"]), pa.array(counts.astype(np.uint32))
+    row = ray.get(counts[0])
+    summed = np.asarray(row["counts"][0].values, dtype=np.uint64)
+    clipped = np.minimum(summed, np.iinfo(np.uint32).max).astype(np.uint32)
+    return int(row["documents"][0].as_py()), pa.array(clipped)
 
 
-def _sum_counts(rows: pa.Table) -> pa.Table:
-    documents = pc.sum(rows["documents"]).as_py() or 0
-    counts = np.zeros(0, dtype=np.uint64)
-    lists = rows["counts"].combine_chunks()
-    for row in range(len(lists)):
-        counts = _add_counts(counts, lists[row].values.to_numpy(zero_copy_only=False))
+@ray.remote
+def _sum_counts(*rows: pa.Table) -> pa.Table:
+    documents, counts = 0, np.zeros(0, dtype=np.uint64)
+    for row in rows:
+        documents += row["documents"][0].as_py()
+        counts = _add_counts(counts, row["counts"][0].values.to_numpy(zero_copy_only=False))
     return _counts_row(documents, counts)
 
 
@@ -245,32 +293,55 @@ class _ShardJob:
     documents: int
     difficulty_source: str
 
+    @property
+    def shard_rows(self) -> int:
+        return int(json.loads(self.config_json)["shard_rows"])
+
 
 def _write_shards(
-    pairs: Dataset,
-    total: int,
+    blocks: list[_Block],
+    shards: list[list[tuple[int, int, int]]],
     job: _ShardJob,
     counts: ray.ObjectRef[pa.Array],
     sorted_keys: ray.ObjectRef[pa.Array],
     report: Callable[[str, int, int, int], None],
 ) -> list[tuple[str, str]]:
-    """Cuts the pairs into shards of ``shard_rows`` in input order, writes each in a task
-    of its own; returns each shard's record and sums (JSON), in shard order."""
-    shard_rows = int(json.loads(job.config_json)["shard_rows"])
-    bounds = list(range(shard_rows, total, shard_rows))
-    pieces: Sequence[Dataset] = (
-        pairs.split_at_indices(bounds) if bounds else [pairs][: min(total, 1)]
-    )
+    """Writes each shard (its pairs as ``_shard_slices`` gives them) in a task of its own;
+    returns each shard's record and sums (JSON), in shard order."""
     pending = {
-        _write_shard.remote(index, job, counts, sorted_keys, *piece.to_arrow_refs()): index
-        for index, piece in enumerate(pieces)
+        _write_shard.remote(
+            index,
+            job,
+            counts,
+            sorted_keys,
+            [(start, stop) for _, start, stop in slices],
+            *[blocks[block].outcomes for block, _, _ in slices],
+        ): index
+        for index, slices in enumerate(shards)
     }
     written: dict[int, tuple[str, str]] = {}
     while pending:
         [done], _ = ray.wait(list(pending), num_returns=1)
         written[pending.pop(done)] = ray.get(done)
-        report("written", len(written), len(pieces), 0)
-    return [written[index] for index in range(len(pieces))]
+        report("written", len(written), len(shards), 0)
+    return [written[index] for index in range(len(shards))]
+
+
+def _shard_slices(block_pairs: list[int], shard_rows: int) -> list[list[tuple[int, int, int]]]:
+    """Per shard, its pairs as ``(block, start, stop)`` ranges of the blocks' pairs."""
+    shards: list[list[tuple[int, int, int]]] = []
+    room = 0
+    for block, pairs in enumerate(block_pairs):
+        start = 0
+        while start < pairs:
+            if room == 0:
+                shards.append([])
+                room = shard_rows
+            stop = min(pairs, start + room)
+            shards[-1].append((block, start, stop))
+            room -= stop - start
+            start = stop
+    return shards
 
 
 @ray.remote
@@ -279,11 +350,16 @@ def _write_shard(
     job: _ShardJob,
     counts: pa.Array,
     sorted_keys: pa.Array,
-    *tables: pa.Table,
+    ranges: list[tuple[int, int]],
+    *outcomes: pa.Table,
 ) -> tuple[str, str]:
     """Pass 2 of one shard: weights and difficulty added, the shard written."""
     _preparer_threads()
-    prepared = _one_batch(pa.concat_tables(tables))
+    slices = [
+        _pairs_only(table).slice(start, stop - start)
+        for table, (start, stop) in zip(outcomes, ranges, strict=True)
+    ]
+    prepared = _one_batch(pa.concat_tables(slices))
     return _native.finish_shard(
         prepared,
         index=index,

@@ -1,4 +1,5 @@
-"""Ray Data reads prep's inputs: one read task per input file, streaming blocks of rows.
+"""Ray Data reads prep's inputs: one read task per row group of a parquet file and per
+other input file, streaming blocks of rows.
 
 A block holds the file's pair columns (parquet, Arrow IPC) or its raw lines (JSONL), plus
 each row's file index and row number, counted as the local readers count them (JSONL:
@@ -9,6 +10,7 @@ the same Rust code as the local engine, so both keep and quarantine the same row
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +30,21 @@ _IPC_FILE_MAGIC = b"ARROW1"
 
 class InputFiles(Datasource):
     """The input files of a run, in reading order, each with the pair columns to read
-    (none for JSONL, whose lines are shipped whole)."""
+    (none for JSONL, whose lines are shipped whole), cut into pieces of one read task each:
+    a parquet file's row groups, any other file whole."""
 
     def __init__(self, files: list[Path], columns: list[list[str]], batch_rows: int) -> None:
         self._files = files
-        self._columns = columns
-        self._batch_rows = batch_rows
+        self._pieces = [
+            piece
+            for index, (path, file_columns) in enumerate(zip(files, columns, strict=True))
+            for piece in _pieces(path, index, file_columns, batch_rows)
+        ]
+
+    @property
+    def pieces(self) -> int:
+        """How many read tasks the files make."""
+        return len(self._pieces)
 
     def estimate_inmemory_data_size(self) -> int | None:
         return sum(path.stat().st_size for path in self._files)
@@ -44,43 +55,82 @@ class InputFiles(Datasource):
         per_task_row_limit: int | None = None,
         data_context: DataContext | None = None,
     ) -> list[ReadTask]:
-        # One task per file: rows are numbered from the start of their file, and the
-        # workers that prepare the blocks give the parallelism within a file.
+        # One task per piece, whatever the parallelism: rows are numbered from the start
+        # of their file, and Ray Data splits a task's blocks when it wants more of them.
         return [
             ReadTask(
-                _FileBlocks(path, index, columns, self._batch_rows),
+                piece,
                 BlockMetadata(
-                    num_rows=None,
-                    size_bytes=path.stat().st_size,
-                    input_files=(str(path),),
+                    num_rows=piece.rows,
+                    size_bytes=piece.size_bytes,
+                    input_files=(str(piece.path),),
                     exec_stats=None,
                 ),
             )
-            for index, (path, columns) in enumerate(zip(self._files, self._columns, strict=True))
+            for piece in self._pieces
         ]
 
 
-class _FileBlocks:
-    """The read function of one file (a class, so that Ray pickles only its fields)."""
+def _pieces(path: Path, file_index: int, columns: list[str], batch_rows: int) -> list[_Piece]:
+    """A parquet file's row groups, each numbered from its first row in the file; any
+    other file whole."""
+    whole = _Piece(
+        path=path,
+        file_index=file_index,
+        columns=columns,
+        batch_rows=batch_rows,
+        row_group=None,
+        first_row=0,
+        rows=None,
+        size_bytes=path.stat().st_size,
+    )
+    if not _is_parquet(path):
+        return [whole]
+    metadata = pq.ParquetFile(path).metadata
+    pieces, first_row = [], 0
+    for index in range(metadata.num_row_groups):
+        row_group = metadata.row_group(index)
+        rows = row_group.num_rows
+        size_bytes = row_group.total_byte_size
+        pieces.append(
+            replace(whole, row_group=index, first_row=first_row, rows=rows, size_bytes=size_bytes)
+        )
+        first_row += rows
+    return pieces
 
-    def __init__(self, path: Path, file_index: int, columns: list[str], batch_rows: int) -> None:
-        self.path = path
-        self.file_index = file_index
-        self.columns = columns
-        self.batch_rows = batch_rows
+
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in (".parquet", ".pq")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Piece:
+    """The read function of a file, or of one row group of a parquet file (an object, so
+    that Ray pickles only its fields)."""
+
+    path: Path
+    file_index: int
+    columns: list[str]
+    batch_rows: int
+    row_group: int | None
+    """Of a parquet file; ``None``: the whole file."""
+    first_row: int
+    """The row number, in the file, of the piece's first row."""
+    rows: int | None
+    size_bytes: int
 
     def __call__(self) -> Iterator[pa.Table]:
-        first_row = 0
+        first_row = self.first_row
         for batch in self._batches():
             yield _with_sources(batch, self.file_index, first_row)
             first_row += batch.num_rows
 
     def _batches(self) -> Iterator[pa.RecordBatch]:
-        suffix = self.path.suffix.lower()
-        if suffix in (".parquet", ".pq"):
-            parquet = pq.ParquetFile(self.path)
-            yield from parquet.iter_batches(batch_size=self.batch_rows, columns=self.columns)
-        elif suffix in (".jsonl", ".json", ".ndjson"):
+        if self.row_group is not None:
+            yield from pq.ParquetFile(self.path).iter_batches(
+                batch_size=self.batch_rows, row_groups=[self.row_group], columns=self.columns
+            )
+        elif self.path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
             yield from _jsonl_lines(self.path, self.batch_rows)
         else:
             yield from _ipc_batches(self.path, self.columns)

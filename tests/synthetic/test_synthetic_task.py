@@ -105,7 +105,31 @@ def test_slot_values_are_split_every_fifth_held_out():
     for name, values in SLOTS.items():
         assert len(values.all) >= 18, name
         assert not set(values.train) & set(values.held_out)
-        assert len(values.held_out) == len(values.all) // 5
+        assert len(values.held_out) == (len(values.all) - len(values.generated)) // 5
+
+
+def test_generated_values_are_new_training_values():
+    real = {value for values in SLOTS.values() for value in values.train + values.held_out}
+    real -= {value for values in SLOTS.values() for value in values.generated}
+    named = [name for name, values in SLOTS.items() if values.generated]
+    assert {"drug", "doctor", "patient", "amount", "date"} <= set(named)
+    for name in named:
+        values = SLOTS[name]
+        assert len(set(values.generated)) == len(values.generated) >= 100, name
+        assert values.train[-len(values.generated) :] == values.generated
+        assert not set(values.generated) & real, name
+    # Pseudo-word names hold no held-out value, so none reaches training text inside one.
+    held_out = held_out_pattern(list(SLOTS))
+    for name in ("drug", "doctor", "patient"):
+        assert not [value for value in SLOTS[name].generated if held_out.search(value)], name
+
+
+def test_generated_values_make_most_training_slot_values_rare(task: TaskData):
+    """Memorizing slot values cannot fit the training spans: most occur once or twice."""
+    generated = {value for values in SLOTS.values() for value in values.generated}
+    uses = Counter(value for example in task.train for value in example.slot_values)
+    rare = sum(count for value, count in uses.items() if value in generated and count <= 2)
+    assert rare / sum(uses.values()) > 0.3
 
 
 def test_to_json_is_the_canonical_form():

@@ -1,11 +1,16 @@
 """The words of the embedded task: slot values (with the held-out split) and clause templates.
 
-Data, not logic: :mod:`tokenpo.synthetic.task` builds messages from these tables.
+Data, not logic: :mod:`tokenpo.synthetic.task` builds messages from these tables. Beside the
+real values, name-like and numeric slots get generated training values (pseudo-word drugs and
+names, random amounts, doses, dates and times): each occurs a few times in the training text at
+most, so memorizing slot values cannot fit the training spans and the model has to learn to
+copy them, which is what the held-out values of validation and test measure.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -25,18 +30,23 @@ class SlotValues:
     """The values of one slot, split into training and held-out values."""
 
     train: tuple[str, ...]
-    """Values used by training messages."""
+    """Values used by training messages: the real ones not held out, then the generated."""
     held_out: tuple[str, ...]
-    """Every 5th value: used only by validation and test messages."""
+    """Every 5th real value: used only by validation and test messages."""
+    generated: tuple[str, ...] = ()
+    """The generated values (the tail of ``train``)."""
 
     @classmethod
-    def split(cls, values: Sequence[str]) -> SlotValues:
-        """Holds out the values at indices 4, 9, 14, ..."""
-        if len(set(values)) != len(values):
-            raise ValueError(f"duplicate slot values in {values!r}")
+    def split(cls, values: Sequence[str], generated: Sequence[str] = ()) -> SlotValues:
+        """Holds out the real ``values`` at indices 4, 9, 14, ...; ``generated`` values are
+        training values."""
+        if len(set(values) | set(generated)) != len(values) + len(generated):
+            raise ValueError(f"duplicate slot values in {values!r} and the generated ones")
         return cls(
-            train=tuple(value for index, value in enumerate(values) if index % 5 != 4),
+            train=tuple(value for index, value in enumerate(values) if index % 5 != 4)
+            + tuple(generated),
             held_out=tuple(value for index, value in enumerate(values) if index % 5 == 4),
+            generated=tuple(generated),
         )
 
     @property
@@ -56,102 +66,160 @@ _MONTHS = _values(
 _HOURS = [(8, "am"), (9, "am"), (10, "am"), (11, "am"), (12, "pm"), (1, "pm"), (2, "pm")]
 _HOURS += [(3, "pm"), (4, "pm")]
 
+_REAL_VALUES: dict[str, list[str]] = {
+    "drug": _values(
+        "lisinopril|metformin|atorvastatin|albuterol|sertraline|amoxicillin|amlodipine|"
+        "omeprazole|losartan|gabapentin|hydrochlorothiazide|levothyroxine|simvastatin|"
+        "montelukast|escitalopram|rosuvastatin|pantoprazole|furosemide|metoprolol|prednisone|"
+        "tramadol|bupropion|fluoxetine|citalopram|trazodone|duloxetine|carvedilol|warfarin|"
+        "clopidogrel|meloxicam|cyclobenzaprine|tamsulosin|glipizide|pravastatin|venlafaxine|"
+        "spironolactone|allopurinol|famotidine|doxycycline|cephalexin|azithromycin|"
+        "ondansetron|propranolol|lamotrigine|topiramate|buspirone|hydroxyzine|loratadine|"
+        "cetirizine|sumatriptan"
+    ),
+    "dose": [f"{amount} mg" for amount in (5, 10, 20, 25, 40, 50, 75, 100, 125, 150)]
+    + [f"{amount} mg" for amount in (200, 250, 300, 400, 500, 600, 750, 800, 1000)]
+    + ["half a tablet", "two tablets", "one capsule"],
+    "symptom": _values(
+        "headaches|dizziness|nausea|chest pain|back pain|heartburn|fatigue|insomnia|"
+        "night sweats|blurry vision|joint pain|muscle cramps|hives|chills|fevers|coughing|"
+        "wheezing|swelling|numbness|tingling|itching|diarrhea|constipation|bloating|"
+        "palpitations|shortness of breath|ear pain|neck pain|stomach pain|hot flashes|"
+        "anxiety|brain fog|leg cramps|dry mouth|nosebleeds|hair loss|weight gain|"
+        "sinus pressure|trouble sleeping|rashes"
+    ),
+    "duration": [f"since {day}" for day in _WEEKDAYS]
+    + _values(
+        "for two days|for three days|for four days|for five days|for a week|for two weeks|"
+        "for three weeks|for a month|for six weeks|for two months|since last night|"
+        "since this morning|since yesterday|since the weekend|since my last visit|"
+        "since the holidays|after meals|at night|every morning|on and off"
+    ),
+    "body_part": _values(
+        "left knee|right knee|lower back|upper back|left shoulder|right shoulder|neck|"
+        "left ankle|right ankle|left hip|right hip|left wrist|right wrist|left elbow|"
+        "right elbow|stomach|chest|left foot|right foot|jaw|left hand|right hand|throat|"
+        "left ear|right ear|left eye|right eye|left calf|right calf|tailbone"
+    ),
+    "doctor": _values(
+        "Patel|Nguyen|Garcia|Kim|Johnson|Lee|Martinez|Chen|Smith|Brown|Davis|Lopez|Wilson|"
+        "Anderson|Thomas|Taylor|Moore|Jackson|Martin|Thompson|White|Harris|Clark|Lewis|"
+        "Robinson|Walker|Young|Allen|King|Wright|Scott|Green|Baker|Adams|Nelson|Hill|"
+        "Ramirez|Campbell|Mitchell|Roberts"
+    ),
+    "patient": _values(
+        "Maria|James|Linda|Robert|Susan|Michael|Karen|David|Nancy|Daniel|Lisa|Paul|Sandra|"
+        "Mark|Donna|Steven|Carol|Kevin|Sharon|Brian|Laura|George|Amy|Eric|Angela|Jason|"
+        "Helen|Frank|Grace|Omar"
+    ),
+    "lab_test": _values(
+        "A1C|lipid panel|blood work|MRI|CT scan|X-ray|ultrasound|EKG|thyroid panel|"
+        "urine test|stress test|colonoscopy|mammogram|biopsy|vitamin D level|iron panel|"
+        "liver panel|kidney panel|CBC|PSA test|pap smear|sleep study|allergy test|bone scan|"
+        "echocardiogram|COVID test|strep test|glucose test|hearing test|eye exam"
+    ),
+    "specialist": _values(
+        "cardiologist|dermatologist|neurologist|orthopedist|podiatrist|urologist|"
+        "gastroenterologist|endocrinologist|rheumatologist|allergist|pulmonologist|"
+        "oncologist|nephrologist|psychiatrist|therapist|physical therapist|nutritionist|"
+        "audiologist|eye doctor|surgeon|sleep specialist|pain specialist|ear doctor|"
+        "gynecologist|hematologist"
+    ),
+    "facility": [
+        f"{place} {kind}"
+        for place, kind in zip(
+            _values(
+                "Riverside|Lakeview|Mercy|Summit|Cedar|Harbor|Westside|Northgate|Maple|"
+                "Bayview|Hillcrest|Sunset|Oakwood|Fairview|Brookside|Highland|Parkside|"
+                "Eastgate|Willow|Stonebridge|Clearwater|Redwood|Silverlake|Meadowbrook|Elmhurst"
+            ),
+            ["Hospital", "Clinic", "Medical Center", "Urgent Care", "Clinic"] * 5,
+            strict=True,
+        )
+    ],
+    "form": _values(
+        "FMLA form|disability form|work note|school note|jury duty letter|travel letter|"
+        "DMV form|camp form|sports physical form|prior authorization|parking placard form|"
+        "gym waiver|daycare form|return to work letter|medical release|immunization record|"
+        "excuse note|insurance form|accommodation letter|vaccine form"
+    ),
+    "insurer": _values(
+        "Aetna|Cigna|Humana|Medicare|Medicaid|Kaiser|Tricare|Anthem|Oscar|Ambetter|Molina|"
+        "Blue Cross|United Healthcare|Blue Shield|Highmark|Wellcare|Oxford|Geisinger|"
+        "Harvard Pilgrim|Premera"
+    ),
+    "amount": [f"${amount}" for amount in range(35, 35 + 40 * 15, 15)],
+    "date": [f"{month} {day}" for day in (2, 9, 14, 21, 28) for month in _MONTHS],
+    "time": [f"{hour}{minutes} {half}" for hour, half in _HOURS for minutes in ("", ":30")],
+    "pharmacy": [
+        f"the {name} pharmacy"
+        for name in _values(
+            "Main Street|Oak Street|Elm Street|Lakeside|Corner|Family|Hometown|Walgreens|CVS|"
+            "Rite Aid|Costco|Kroger|Safeway|Walmart|Target|Publix|mail order|hospital|campus|"
+            "downtown"
+        )
+    ],
+}
+
+_ONSETS = _values("b|c|d|f|g|h|k|l|m|n|p|r|s|t|v|z|br|ch|cl|dr|fl|gr|pl|sh|st|tr")
+_VOWELS = _values("a|e|i|o|u|ai|ea|ia|io|ou")
+_CODAS = ["", "", "n", "r", "l", "s", "x", "m", "nd", "st"]
+_DRUG_SUFFIXES = _values("pril|statin|olol|azole|mycin|pine|tidine|sartan|zepam|oxacin|triptan")
+_FACILITY_KINDS = ("Hospital", "Clinic", "Medical Center", "Urgent Care")
+_REAL_WORDS = {
+    word.lower() for values in _REAL_VALUES.values() for v in values for word in v.split()
+}
+
+
+def _pseudo_word(rng: random.Random, syllables: int) -> str:
+    """A pronounceable non-word that is no word of a real slot value (so no held-out value
+    leaks into training text inside a generated one)."""
+    while True:
+        word = "".join(
+            rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(syllables)
+        )
+        if word not in _REAL_WORDS:
+            return word
+
+
+def _name(rng: random.Random) -> str:
+    return _pseudo_word(rng, rng.randint(2, 3)).capitalize()
+
+
+_GENERATORS: dict[str, Callable[[random.Random], str]] = {
+    "drug": lambda rng: _pseudo_word(rng, rng.randint(1, 2)) + rng.choice(_DRUG_SUFFIXES),
+    "doctor": _name,
+    "patient": _name,
+    "insurer": lambda rng: _name(rng) + rng.choice(("", " Health", " Care")),
+    "facility": lambda rng: f"{_name(rng)} {rng.choice(_FACILITY_KINDS)}",
+    "pharmacy": lambda rng: f"the {_name(rng)} pharmacy",
+    "amount": lambda rng: f"${rng.randint(12, 2400)}",
+    "dose": lambda rng: f"{rng.randint(1, 1200)} mg",
+    "date": lambda rng: f"{rng.choice(_MONTHS)} {rng.randint(1, 28)}",
+    "time": lambda rng: f"{rng.randint(1, 12)}:{rng.randint(1, 59):02d} {rng.choice(('am', 'pm'))}",
+}
+GENERATED_PER_SLOT = 200
+"""Generated training values per slot that has a generator."""
+
+
+def _generated(name: str) -> list[str]:
+    """``GENERATED_PER_SLOT`` distinct values of slot ``name`` that are no real value of it,
+    the same on every import."""
+    generator = _GENERATORS.get(name)
+    if generator is None:
+        return []
+    rng = random.Random(f"slot/{name}")
+    real = set(_REAL_VALUES[name])
+    values: dict[str, None] = {}
+    while len(values) < GENERATED_PER_SLOT:
+        value = generator(rng)
+        if value not in real:
+            values[value] = None
+    return list(values)
+
+
 SLOTS: dict[str, SlotValues] = {
-    name: SlotValues.split(values)
-    for name, values in {
-        "drug": _values(
-            "lisinopril|metformin|atorvastatin|albuterol|sertraline|amoxicillin|amlodipine|"
-            "omeprazole|losartan|gabapentin|hydrochlorothiazide|levothyroxine|simvastatin|"
-            "montelukast|escitalopram|rosuvastatin|pantoprazole|furosemide|metoprolol|prednisone|"
-            "tramadol|bupropion|fluoxetine|citalopram|trazodone|duloxetine|carvedilol|warfarin|"
-            "clopidogrel|meloxicam|cyclobenzaprine|tamsulosin|glipizide|pravastatin|venlafaxine|"
-            "spironolactone|allopurinol|famotidine|doxycycline|cephalexin|azithromycin|"
-            "ondansetron|propranolol|lamotrigine|topiramate|buspirone|hydroxyzine|loratadine|"
-            "cetirizine|sumatriptan"
-        ),
-        "dose": [f"{amount} mg" for amount in (5, 10, 20, 25, 40, 50, 75, 100, 125, 150)]
-        + [f"{amount} mg" for amount in (200, 250, 300, 400, 500, 600, 750, 800, 1000)]
-        + ["half a tablet", "two tablets", "one capsule"],
-        "symptom": _values(
-            "headaches|dizziness|nausea|chest pain|back pain|heartburn|fatigue|insomnia|"
-            "night sweats|blurry vision|joint pain|muscle cramps|hives|chills|fevers|coughing|"
-            "wheezing|swelling|numbness|tingling|itching|diarrhea|constipation|bloating|"
-            "palpitations|shortness of breath|ear pain|neck pain|stomach pain|hot flashes|"
-            "anxiety|brain fog|leg cramps|dry mouth|nosebleeds|hair loss|weight gain|"
-            "sinus pressure|trouble sleeping|rashes"
-        ),
-        "duration": [f"since {day}" for day in _WEEKDAYS]
-        + _values(
-            "for two days|for three days|for four days|for five days|for a week|for two weeks|"
-            "for three weeks|for a month|for six weeks|for two months|since last night|"
-            "since this morning|since yesterday|since the weekend|since my last visit|"
-            "since the holidays|after meals|at night|every morning|on and off"
-        ),
-        "body_part": _values(
-            "left knee|right knee|lower back|upper back|left shoulder|right shoulder|neck|"
-            "left ankle|right ankle|left hip|right hip|left wrist|right wrist|left elbow|"
-            "right elbow|stomach|chest|left foot|right foot|jaw|left hand|right hand|throat|"
-            "left ear|right ear|left eye|right eye|left calf|right calf|tailbone"
-        ),
-        "doctor": _values(
-            "Patel|Nguyen|Garcia|Kim|Johnson|Lee|Martinez|Chen|Smith|Brown|Davis|Lopez|Wilson|"
-            "Anderson|Thomas|Taylor|Moore|Jackson|Martin|Thompson|White|Harris|Clark|Lewis|"
-            "Robinson|Walker|Young|Allen|King|Wright|Scott|Green|Baker|Adams|Nelson|Hill|"
-            "Ramirez|Campbell|Mitchell|Roberts"
-        ),
-        "patient": _values(
-            "Maria|James|Linda|Robert|Susan|Michael|Karen|David|Nancy|Daniel|Lisa|Paul|Sandra|"
-            "Mark|Donna|Steven|Carol|Kevin|Sharon|Brian|Laura|George|Amy|Eric|Angela|Jason|"
-            "Helen|Frank|Grace|Omar"
-        ),
-        "lab_test": _values(
-            "A1C|lipid panel|blood work|MRI|CT scan|X-ray|ultrasound|EKG|thyroid panel|"
-            "urine test|stress test|colonoscopy|mammogram|biopsy|vitamin D level|iron panel|"
-            "liver panel|kidney panel|CBC|PSA test|pap smear|sleep study|allergy test|bone scan|"
-            "echocardiogram|COVID test|strep test|glucose test|hearing test|eye exam"
-        ),
-        "specialist": _values(
-            "cardiologist|dermatologist|neurologist|orthopedist|podiatrist|urologist|"
-            "gastroenterologist|endocrinologist|rheumatologist|allergist|pulmonologist|"
-            "oncologist|nephrologist|psychiatrist|therapist|physical therapist|nutritionist|"
-            "audiologist|eye doctor|surgeon|sleep specialist|pain specialist|ear doctor|"
-            "gynecologist|hematologist"
-        ),
-        "facility": [
-            f"{place} {kind}"
-            for place, kind in zip(
-                _values(
-                    "Riverside|Lakeview|Mercy|Summit|Cedar|Harbor|Westside|Northgate|Maple|"
-                    "Bayview|Hillcrest|Sunset|Oakwood|Fairview|Brookside|Highland|Parkside|"
-                    "Eastgate|Willow|Stonebridge|Clearwater|Redwood|Silverlake|Meadowbrook|Elmhurst"
-                ),
-                ["Hospital", "Clinic", "Medical Center", "Urgent Care", "Clinic"] * 5,
-                strict=True,
-            )
-        ],
-        "form": _values(
-            "FMLA form|disability form|work note|school note|jury duty letter|travel letter|"
-            "DMV form|camp form|sports physical form|prior authorization|parking placard form|"
-            "gym waiver|daycare form|return to work letter|medical release|immunization record|"
-            "excuse note|insurance form|accommodation letter|vaccine form"
-        ),
-        "insurer": _values(
-            "Aetna|Cigna|Humana|Medicare|Medicaid|Kaiser|Tricare|Anthem|Oscar|Ambetter|Molina|"
-            "Blue Cross|United Healthcare|Blue Shield|Highmark|Wellcare|Oxford|Geisinger|"
-            "Harvard Pilgrim|Premera"
-        ),
-        "amount": [f"${amount}" for amount in range(35, 35 + 40 * 15, 15)],
-        "date": [f"{month} {day}" for day in (2, 9, 14, 21, 28) for month in _MONTHS],
-        "time": [f"{hour}{minutes} {half}" for hour, half in _HOURS for minutes in ("", ":30")],
-        "pharmacy": [
-            f"the {name} pharmacy"
-            for name in _values(
-                "Main Street|Oak Street|Elm Street|Lakeside|Corner|Family|Hometown|Walgreens|CVS|"
-                "Rite Aid|Costco|Kroger|Safeway|Walmart|Target|Publix|mail order|hospital|campus|"
-                "downtown"
-            )
-        ],
-    }.items()
+    name: SlotValues.split(values, _generated(name)) for name, values in _REAL_VALUES.items()
 }
 """Slot values by slot name."""
 

@@ -117,7 +117,13 @@ class _Loop:
 
     def run(self) -> TrainResult:
         resumed = self._resume()
-        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", resume_step=resumed)
+        # Rank 0 alone owns the log: every rank rewriting it on resume raced, one rank reading
+        # the file while another had just truncated it, and lost records.
+        self.metrics = (
+            MetricsLog(self.run_dir / "metrics.jsonl", resume_step=resumed)
+            if self.world.is_main
+            else None
+        )
         if self.reporter:
             self.reporter.start(total_steps=self.parts.total_steps, first_step=self.step)
         if self.parts.val_data is not None and not self.initial_val:
@@ -201,7 +207,7 @@ class _Loop:
 
     def _log(self, record: dict[str, float]) -> None:
         self.last = record
-        if self.world.is_main:
+        if self.metrics is not None:
             self.metrics.write({"step": self.step, **record})
         if self.reporter:
             self.reporter.step({"step": self.step, **record})
@@ -216,7 +222,7 @@ class _Loop:
         for name in ("logps/chosen", "logps/rejected"):
             if name in values and name in self.initial_val:
                 record[f"val/{name}_drift"] = values[name] - self.initial_val[name]
-        if self.world.is_main:
+        if self.metrics is not None:
             self.metrics.write({"step": self.step, **record})
         if self.reporter:
             self.reporter.validation({"step": self.step, **record})

@@ -22,8 +22,10 @@ class MetricsLog:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         kept = [] if resume_step is None else _records_up_to(path, resume_step)
-        with path.open("w") as file:
-            file.writelines(json.dumps(record) + "\n" for record in kept)
+        # Written aside and renamed, so a kill mid-rewrite leaves the old records intact.
+        staged = path.with_name(path.name + ".tmp")
+        staged.write_text("".join(json.dumps(record) + "\n" for record in kept))
+        staged.replace(path)
 
     def write(self, record: dict[str, Any]) -> None:
         """Appends ``record`` and flushes it."""

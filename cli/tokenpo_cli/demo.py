@@ -106,7 +106,7 @@ def sft_command(
     data: Annotated[Path, typer.Option(help="The `tokenpo demo data` directory.")],
     out_dir: Annotated[Path, typer.Option("--out", help="The SFT run's directory.")],
     target_f1: Annotated[float, typer.Option(help="Stop at this validation joint F1.")] = 0.45,
-    increment: Annotated[int, typer.Option(min=1, help="Steps between checks.")] = 50,
+    increment: Annotated[int, typer.Option(min=1, help="Steps between checks.")] = 100,
     max_steps: Annotated[int, typer.Option(min=1, help="Stop here regardless.")] = 600,
     lr: Annotated[float, typer.Option(help="Constant learning rate.")] = 1e-3,
     batch_size: Annotated[int, typer.Option(min=1)] = 16,

@@ -26,7 +26,7 @@ class DemoPlan:
     """Seeds the task, the SFT model and the negatives."""
     sft_target_f1: float = 0.45
     """SFT stops once validation joint micro-F1 reaches this..."""
-    sft_increment: int = 50
+    sft_increment: int = 100
     """...checked every this many steps..."""
     sft_max_steps: int = 600
     """...or at this many steps."""

@@ -65,7 +65,7 @@ class SftOptions:
 
     target_f1: float = 0.45
     """Stop once validation joint micro-F1 reaches this (the issue: 0.4-0.6)."""
-    increment: int = 50
+    increment: int = 100
     """Optimizer steps between validations."""
     max_steps: int = 600
     """Stop here even below the target."""

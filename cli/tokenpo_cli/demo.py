@@ -56,8 +56,9 @@ def run_demo(
     from tokenpo.demo.pipeline import CUDA_PLAN, DEFAULT_PLAN, QUICK_PLAN, pipeline_toml
     from tokenpo.pipeline import load_pipeline, run_pipeline
 
-    base = QUICK_PLAN if quick else CUDA_PLAN if device == "cuda" else DEFAULT_PLAN
-    plan = replace(base, seeds=tuple(range(seeds)), device=_device(device))
+    checked = _device(device)
+    base = QUICK_PLAN if quick else CUDA_PLAN if checked == "cuda" else DEFAULT_PLAN
+    plan = replace(base, seeds=tuple(range(seeds)), device=checked)
     workdir.mkdir(parents=True, exist_ok=True)
     file = workdir / "demo.toml"
     file.write_text(pipeline_toml(plan))

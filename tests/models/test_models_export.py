@@ -76,6 +76,18 @@ def test_a_transformers_model_from_a_config_file_round_trips(tmp_path: Path) -> 
     assert_same_logits(load_causal_lm(out), model)
 
 
+def test_the_exported_config_turns_the_generation_cache_back_on(tmp_path: Path) -> None:
+    # The trainer sets use_cache = False; transformers' generate would then recompute every
+    # prefix at each new token.
+    source = small_gpt()
+    source.config.to_llama_config().save_pretrained(tmp_path / "spec")
+    model = load_causal_lm(tmp_path / "spec" / "config.json", seed=3)
+    model.config.use_cache = False
+    out = export_hf(model, config=model.config, out_dir=tmp_path / "export")
+    assert json.loads((out / "config.json").read_text())["use_cache"] is True
+    assert model.config.use_cache is False  # the caller's config is left as it was
+
+
 def test_tokenizer_files_are_copied(tmp_path: Path, tokenizer_json: Path) -> None:
     tokenizer_config = tmp_path / "tokenizer_config.json"
     tokenizer_config.write_text(json.dumps({"eos_token": "</s>"}))

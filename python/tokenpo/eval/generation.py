@@ -234,6 +234,7 @@ def _greedy(
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),
             do_sample=False,
+            use_cache=True,  # whatever the config says: a model saved mid-training may say no
             max_new_tokens=max_new_tokens,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,

@@ -59,6 +59,9 @@ def export_hf(
     """
     out_dir = Path(out_dir)
     hf_config = config.to_llama_config() if isinstance(config, GPTConfig) else copy.deepcopy(config)
+    if hasattr(hf_config, "use_cache"):
+        # The trainer turns the generation cache off; the exported model is for inference.
+        hf_config.use_cache = True
     state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
     tensors = _weights_to_save(state, hf_config)
     dtypes = {tensor.dtype for tensor in tensors.values() if tensor.is_floating_point()}

@@ -82,8 +82,12 @@ def run_demo(
         if failed is not None and failed.output:
             err.print(failed.output, markup=False)
         raise typer.Exit(1)
+    # A report stage that ran has printed its table already (stage output goes to stderr).
+    report_ran = any(
+        result.name == "report" and result.status == "ran" for result in summary.stages
+    )
     report = workdir / "report" / "results.json"
-    if report.is_file():
+    if report.is_file() and not report_ran:
         _print_report(json.loads(report.read_text()))
 
 

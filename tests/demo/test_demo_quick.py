@@ -15,7 +15,7 @@ from tokenpo.pipeline import load_pipeline, plan
 from tokenpo.synthetic import SCHEMA, parse_annotations
 
 
-def _demo(workdir: Path) -> str:
+def _demo(workdir: Path) -> subprocess.CompletedProcess[str]:
     completed = subprocess.run(
         [sys.executable, "-m", "tokenpo_cli", "demo", "--quick", "--workdir", str(workdir)],
         capture_output=True,
@@ -24,7 +24,11 @@ def _demo(workdir: Path) -> str:
         check=False,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr[-4000:]
-    return completed.stdout
+    return completed
+
+
+def _report_tables(completed: subprocess.CompletedProcess[str]) -> int:
+    return (completed.stdout + completed.stderr).count("tokenpo demo: test split")
 
 
 def _check_pairs(path: Path) -> int:
@@ -43,7 +47,7 @@ def _check_pairs(path: Path) -> int:
 @pytest.mark.slow
 def test_quick_demo_writes_every_artifact_and_resumes(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
-    _demo(workdir)
+    assert _report_tables(_demo(workdir)) == 1
     pipeline = load_pipeline(workdir / "demo.toml")
     for stage in pipeline.stages:
         for output in stage.outputs:
@@ -66,9 +70,12 @@ def test_quick_demo_writes_every_artifact_and_resumes(tmp_path: Path) -> None:
         assert (workdir / "report" / image).read_bytes()[:4] == b"\x89PNG"
 
     rerun = _demo(workdir)
+    assert _report_tables(rerun) == 1  # the report stage is skipped: the demo prints it
     assert all(stage_plan.action == "skip" for stage_plan in plan(pipeline))
     for stage in pipeline.stages:
-        assert any(stage.name in line and "skipped" in line for line in rerun.splitlines()), (
+        assert any(
+            stage.name in line and "skipped" in line for line in rerun.stdout.splitlines()
+        ), (
             stage.name,
-            rerun,
+            rerun.stdout,
         )

@@ -19,20 +19,21 @@ from tokenpo.exceptions import InputError
 from tokenpo_cli.console import note, out, progress_bar
 
 if TYPE_CHECKING:
-    from tokenpo.eval import EvalResult, MicroF1
+    from tokenpo.eval import EvalOptions, EvalResult, MicroF1
 
 _STAGES = {"generate": "generating", "pairwise": "scoring pairs"}
 
 
 def eval_command(
-    model: Annotated[
-        Path,
+    models: Annotated[
+        list[Path],
         typer.Option(
             "--model",
             "-m",
             exists=True,
             file_okay=False,
-            help="A model directory in the Hugging Face format (e.g. RUN_DIR/final).",
+            help="A model directory in the Hugging Face format (e.g. RUN_DIR/final). Repeat "
+            "it to evaluate several models in one process, one after the other.",
         ),
     ],
     data: Annotated[
@@ -69,11 +70,21 @@ def eval_command(
             help="Directory with tokenizer.json and tokenizer_config.json [default: --model].",
         ),
     ] = None,
-    out_path: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Write the results to this JSON file.")
+    out_paths: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Write the results to this JSON file; with several models, one --out each, "
+            "in the same order.",
+        ),
     ] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print the results as JSON instead of tables.")
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the results as JSON instead of tables (a list with several models).",
+        ),
     ] = False,
     verbose: Annotated[
         bool,
@@ -92,14 +103,19 @@ def eval_command(
     gold_column: Annotated[str, typer.Option(help="The test set's gold column.")] = "gold",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
-    """Evaluate a model: greedy generation on a test set, scored as structured output.
+    """Evaluate models: greedy generation on a test set, scored as structured output.
 
     Reports JSON and schema validity and micro-F1 of codes, labels (code + subcode), exact
     spans and whole annotations; with `--pairs`, how often the implicit reward (policy minus
     reference log-probs) ranks the chosen completion over the rejected one.
     """
-    from tokenpo.eval import EvalOptions, evaluate
+    from tokenpo.eval import EvalOptions
 
+    if out_paths and len(out_paths) != len(models):
+        raise typer.BadParameter(
+            f"give one --out per --model: {len(models)} models, {len(out_paths)} --out",
+            param_hint="--out",
+        )
     options = EvalOptions(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
@@ -108,8 +124,35 @@ def eval_command(
         gold_column=gold_column,
         device=device,  # type: ignore[arg-type]  # validated by EvalOptions
     )
-    with _StageProgress() as progress:
-        result = evaluate(
+    evaluated = []
+    for index, model in enumerate(models):
+        result = _evaluate_one(model, data, pairs, reference, tokenizer, options)
+        out_path = out_paths[index] if out_paths else None
+        if out_path is not None:
+            _write(result.to_dict(), out_path)
+        if not as_json:
+            for renderable in _tables(result, verbose=verbose):
+                out.print(renderable)
+        if out_path is not None:
+            note(Text(f"results written to {out_path}"))
+        evaluated.append(result.to_dict())
+    if as_json:
+        payload = evaluated[0] if len(evaluated) == 1 else evaluated
+        sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+
+
+def _evaluate_one(
+    model: Path,
+    data: Path,
+    pairs: Path | None,
+    reference: Path | None,
+    tokenizer: Path | None,
+    options: EvalOptions,
+) -> EvalResult:
+    from tokenpo.eval import evaluate
+
+    with _StageProgress(label=str(model)) as progress:
+        return evaluate(
             model,
             data,
             pairs=pairs,
@@ -118,30 +161,23 @@ def eval_command(
             options=options,
             progress=progress.update,
         )
-    text = json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n"
-    if out_path is not None:
-        try:
-            out_path.write_text(text, encoding="utf-8")
-        except OSError as error:
-            raise InputError(
-                f"{out_path}: cannot write the results: {error}", file=str(out_path)
-            ) from error
-    if as_json:
-        sys.stdout.write(text)
-    else:
-        for renderable in _tables(result, verbose=verbose):
-            out.print(renderable)
-    if out_path is not None:
-        note(Text(f"results written to {out_path}"))
+
+
+def _write(results: dict[str, object], path: Path) -> None:
+    try:
+        path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    except OSError as error:
+        raise InputError(f"{path}: cannot write the results: {error}", file=str(path)) from error
 
 
 class _StageProgress:
     """One rich progress bar per stage on stderr, fed by ``(stage, done, total)``; silent when
     stderr is not a terminal."""
 
-    def __init__(self) -> None:
+    def __init__(self, label: str) -> None:
         self._progress = progress_bar()
         self._tasks: dict[str, TaskID] = {}
+        self._label = label
 
     def __enter__(self) -> _StageProgress:
         self._progress.__enter__()
@@ -152,7 +188,8 @@ class _StageProgress:
 
     def update(self, stage: str, done: int, total: int) -> None:
         if stage not in self._tasks:
-            self._tasks[stage] = self._progress.add_task(_STAGES.get(stage, stage), total=total)
+            description = f"{_STAGES.get(stage, stage)} ({self._label})"
+            self._tasks[stage] = self._progress.add_task(description, total=total)
         self._progress.update(self._tasks[stage], completed=done)
 
 

@@ -18,7 +18,7 @@ def test_the_shipped_example_is_the_generated_file_for_one_seed() -> None:
     assert EXAMPLE.read_text() == pipeline_toml(DEFAULT_PLAN, workdir="runs/demo")
 
 
-def test_the_runner_reads_one_stage_per_method_seed_and_eval(tmp_path: Path) -> None:
+def test_the_runner_reads_one_stage_per_method_and_seed_and_one_eval(tmp_path: Path) -> None:
     plan = replace(QUICK_PLAN, seeds=(0, 1))
     file = tmp_path / "demo.toml"
     file.write_text(pipeline_toml(plan))
@@ -30,14 +30,17 @@ def test_the_runner_reads_one_stage_per_method_seed_and_eval(tmp_path: Path) -> 
         "sft",
         "negatives",
         *runs,
-        "eval-sft",
-        *(f"eval-{run}" for run in runs),
+        "eval",
         "curves",
         "report",
     ]
     assert pipeline.workdir == tmp_path
     report = pipeline.stage("report")
     assert tmp_path / "runs" / "tabpo-s1" / "test_eval.json" in report.inputs
+    evaluation = pipeline.stage("eval")
+    assert evaluation.outputs == report.inputs
+    models = [evaluation.run[i + 1] for i, arg in enumerate(evaluation.run) if arg == "--model"]
+    assert models == ["sft/run/final", *(f"runs/{run}/final" for run in runs)]
     train = pipeline.stage("dpo-s1")
     assert train.run[:4] == ("tokenpo", "demo", "train-method", "dpo")
     assert train.outputs == (tmp_path / "runs" / "dpo-s1" / "final" / "config.json",)

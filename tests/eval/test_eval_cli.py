@@ -56,6 +56,37 @@ def test_json_goes_to_stdout(files: dict[str, Path]) -> None:
     assert results["pairwise"] is None
 
 
+def test_several_models_in_one_process_match_one_at_a_time(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    common = ("-d", files["data"], "--limit", "3", "--max-new-tokens", "5", "--device", "cpu")
+    outs = [tmp_path / "model.json", tmp_path / "reference.json"]
+    both = run_tokenpo(
+        "eval", "-m", files["model"], "-m", files["reference"], "--out", outs[0], "--out",
+        outs[1], "--json", *common,
+    )  # fmt: skip
+    assert both.returncode == 0, both.stderr
+    listed = json.loads(both.stdout)
+    assert [result["model"] for result in listed] == [str(files["model"]), str(files["reference"])]
+    for model, out, result in zip(("model", "reference"), outs, listed, strict=True):
+        alone = run_tokenpo("eval", "-m", files[model], "--json", *common)
+        assert alone.returncode == 0, alone.stderr
+        expected = json.loads(alone.stdout)
+        for written in (result, json.loads(out.read_text())):
+            assert written["completions"] == expected["completions"]
+            assert written["structured"] == expected["structured"]
+
+
+def test_one_out_per_model_or_a_usage_error(files: dict[str, Path], tmp_path: Path) -> None:
+    result = run_tokenpo(
+        "eval", "-m", files["model"], "-m", files["reference"], "-d", files["data"],
+        "--out", tmp_path / "only-one.json",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "one --out per --model" in result.stderr
+    assert not (tmp_path / "only-one.json").exists()
+
+
 def test_a_missing_model_directory_is_a_usage_error(files: dict[str, Path], tmp_path: Path) -> None:
     missing = tmp_path / "no-model"
     result = run_tokenpo("eval", "--model", missing, "--data", files["data"])

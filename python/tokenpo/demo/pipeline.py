@@ -1,5 +1,5 @@
 """The demo as a pipeline file: one stage per step of the authors' pipeline, one per method
-and seed, one eval per model, and the report; run by :func:`tokenpo.pipeline.run_pipeline`,
+and seed, one eval of every model, and the report; run by :func:`tokenpo.pipeline.run_pipeline`,
 so a killed demo resumes where it stopped."""
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def pipeline_toml(plan: DemoPlan, *, workdir: str = ".") -> str:
             ["pairs/confusion.json", "pairs/pairs.json"],
         )
     )  # fmt: skip
-    evals = [("sft", "sft/run/final", "sft")]
+    evals = [("sft/run/final", "sft")]  # (model, directory of its results)
     for seed in plan.seeds:
         for name in plan.methods:
             run = run_name(name, seed)
@@ -181,18 +181,20 @@ def pipeline_toml(plan: DemoPlan, *, workdir: str = ".") -> str:
                     [f"runs/{run}/final/config.json"],
                 )
             )  # fmt: skip
-            evals.append((run, f"runs/{run}/final", f"runs/{run}"))
-    for name, model, directory in evals:
-        text.append(
-            _stage(
-                f"eval-{name}",
-                ["tokenpo", "eval", "--model", model, "--data", "data/test.jsonl",
-                 "--tokenizer", "data/tokenizer", "--out", f"{directory}/test_eval.json", "--json",
-                 *_optional("--limit", plan.eval_limit), *generation, *device],
-                [f"{model}/config.json", "data/test.jsonl"],
-                [f"{directory}/test_eval.json"],
-            )
-        )  # fmt: skip
+            evals.append((f"runs/{run}/final", f"runs/{run}"))
+    # One process evaluates every model: one torch import instead of one per model.
+    text.append(
+        _stage(
+            "eval",
+            ["tokenpo", "eval",
+             *(arg for model, directory in evals
+               for arg in ("--model", model, "--out", f"{directory}/test_eval.json")),
+             "--data", "data/test.jsonl", "--tokenizer", "data/tokenizer",
+             *_optional("--limit", plan.eval_limit), *generation, *device],
+            [*(f"{model}/config.json" for model, _ in evals), "data/test.jsonl"],
+            [f"{directory}/test_eval.json" for _, directory in evals],
+        )
+    )  # fmt: skip
     runs = [f"runs/{run_name(name, seed)}" for seed in plan.seeds for name in plan.methods]
     text.append(
         _stage(
@@ -206,7 +208,7 @@ def pipeline_toml(plan: DemoPlan, *, workdir: str = ".") -> str:
         _stage(
             "report",
             ["tokenpo", "demo", "report", "."],
-            [f"{directory}/test_eval.json" for _, _, directory in evals],
+            [f"{directory}/test_eval.json" for _, directory in evals],
             ["report/results.json", "report/joint_f1.png"],
         )
     )  # fmt: skip

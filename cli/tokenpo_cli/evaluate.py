@@ -124,21 +124,28 @@ def eval_command(
         gold_column=gold_column,
         device=device,  # type: ignore[arg-type]  # validated by EvalOptions
     )
+    # Several models without --verbose: one comparison table instead of each one's tables.
+    compare = len(models) > 1 and not verbose
     evaluated = []
     for index, model in enumerate(models):
         result = _evaluate_one(model, data, pairs, reference, tokenizer, options)
         out_path = out_paths[index] if out_paths else None
         if out_path is not None:
             _write(result.to_dict(), out_path)
-        if not as_json:
+        if not as_json and not compare:
             for renderable in _tables(result, verbose=verbose):
                 out.print(renderable)
         if out_path is not None:
             note(Text(f"results written to {out_path}"))
-        evaluated.append(result.to_dict())
+        evaluated.append(result)
     if as_json:
-        payload = evaluated[0] if len(evaluated) == 1 else evaluated
-        sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+        payload = [result.to_dict() for result in evaluated]
+        text = json.dumps(
+            payload[0] if len(payload) == 1 else payload, indent=2, ensure_ascii=False
+        )
+        sys.stdout.write(text + "\n")
+    elif compare:
+        out.print(_comparison(evaluated))
 
 
 def _evaluate_one(
@@ -237,6 +244,24 @@ def _tables(result: EvalResult, *, verbose: bool) -> list[RenderableType]:
     if verbose:
         tables += [_per_code(result), _confusion(result)]
     return tables
+
+
+def _comparison(results: list[EvalResult]) -> Table:
+    """One row per model: validity and the micro-F1 of each level (pairwise accuracy too)."""
+    table = Table(title=Text(f"{len(results)} models on {results[0].data}"), title_justify="left")
+    columns = ["model", "JSON valid", "code F1", "subcode F1", "span F1", "joint F1"]
+    with_pairs = results[0].pairwise is not None
+    for column in [*columns, "pairwise acc."] if with_pairs else columns:
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for result in results:
+        scores = result.structured
+        cells = [f"{scores.json_validity:.1%}"]
+        cells += [f"{level.f1:.3f}" for level in (scores.code, scores.subcode, scores.span)]
+        cells.append(f"{scores.joint.f1:.3f}")
+        if result.pairwise is not None:
+            cells.append(f"{result.pairwise.accuracy:.3f}")
+        table.add_row(Text(result.model), *cells)
+    return table
 
 
 def _f1_cells(scores: MicroF1) -> tuple[str, str, str, str]:

@@ -77,6 +77,20 @@ def test_several_models_in_one_process_match_one_at_a_time(
             assert written["structured"] == expected["structured"]
 
 
+def test_several_models_print_one_comparison_table_unless_verbose(files: dict[str, Path]) -> None:
+    common = ("-d", files["data"], "--limit", "2", "--max-new-tokens", "3", "--device", "cpu")
+    models = ("-m", files["model"], "-m", files["reference"])
+    compared = run_tokenpo("eval", *models, *common)
+    assert compared.returncode == 0, compared.stderr
+    assert "2 models on" in compared.stdout
+    assert "micro-F1" not in compared.stdout  # no per-model tables
+    assert compared.stdout.count("joint F1") == 1
+    verbose = run_tokenpo("eval", *models, *common, "--verbose")
+    assert verbose.returncode == 0, verbose.stderr
+    assert verbose.stdout.count("micro-F1") == 2
+    assert "models on" not in verbose.stdout
+
+
 def test_one_out_per_model_or_a_usage_error(files: dict[str, Path], tmp_path: Path) -> None:
     result = run_tokenpo(
         "eval", "-m", files["model"], "-m", files["reference"], "-d", files["data"],

@@ -81,21 +81,37 @@ def test_every_input_format_gives_the_same_pairs(tmp_path: Path, tokenizer_path:
     assert all_rows(other) == all_rows(reference)
 
 
-def test_scores_give_the_difficulty(tmp_path: Path, tokenizer_path: Path):
-    rows = make_pairs(30, scores=True)
+def test_score_margins_give_the_difficulty_with_ties_broken_by_separation(
+    tmp_path: Path, tokenizer_path: Path
+):
+    rows = make_pairs(40, seed=5)
+    for index, row in enumerate(rows):
+        # Integer scores, most pairs tied on the hardest margin (as counting wrong fields gives).
+        row |= {"score_chosen": 2.0 if index % 4 == 0 else 1.0, "score_rejected": 0.0}
     manifest = tokenpo.prep(
-        [write_rows(rows, tmp_path / "s.parquet")], tokenizer_path, tmp_path / "o"
+        [write_rows(rows, tmp_path / "s.jsonl")], tokenizer_path, tmp_path / "o"
     )
     assert manifest.raw["difficulty_source"] == "score_margin"
     prepared = all_rows(manifest)
+    keys = [
+        (
+            row["score_margin"],
+            row["edit_distance"] / (len(row["chosen_ids"]) + len(row["rejected_ids"])),
+        )
+        for row in prepared
+    ]
     margins = [row["score_chosen"] - row["score_rejected"] for row in rows]
-    assert [row["score_margin"] for row in prepared] == margins
-    for margin, row in zip(margins, prepared, strict=True):
-        # Rank among all margins, ties sharing their average rank; wide margins are easy.
-        below = sum(other < margin for other in margins)
-        ties = sum(other == margin for other in margins)
+    assert [margin for margin, _ in keys] == margins
+    # The data exercises both: separations that break ties, and pairs tied on both keys.
+    assert len({margin for margin, _ in keys}) < len(set(keys)) < len(keys)
+    for key, row in zip(keys, prepared, strict=True):
+        # Rank by (margin, separation), full ties sharing their average rank; wide is easy.
+        below = sum(other < key for other in keys)
+        ties = sum(other == key for other in keys)
         average_rank = below + (ties - 1) / 2
-        assert row["difficulty"] == pytest.approx(1 - average_rank / (len(margins) - 1))
+        assert row["difficulty"] == pytest.approx(1 - average_rank / (len(keys) - 1))
+    # Margins alone put the 30 tied pairs at 0.63, under MixDPO's threshold 0.7: none routed.
+    assert any(row["difficulty"] >= 0.7 for row in prepared)
 
 
 def test_conversations_are_rendered_with_the_chat_template(tmp_path: Path, model_dir: Path):

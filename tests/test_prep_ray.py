@@ -95,6 +95,9 @@ def test_parquet_and_jsonl_files_give_the_local_output(tmp_path: Path, tokenizer
     assert (record["file"], record["row"]) == (str(inputs[0]), 97)
     assert [shard.rows for shard in manifest.shards] == [64, 64, 64, 64, 23]
     assert manifest.raw["difficulty_source"] == "score_margin"
+    # Integer scores: many pairs tie on the margin, and their separations set them apart.
+    rows = rows_by_pair_id(manifest)
+    assert len({row["difficulty"] for row in rows}) > len({row["score_margin"] for row in rows})
 
 
 def test_bad_jsonl_rows_are_quarantined_as_locally(tmp_path: Path, tokenizer_path: Path):

@@ -85,8 +85,9 @@ class ShippedBatchPreparer:
     def frequencies(self, prepared: pa.RecordBatch) -> tuple[int, pa.Array]:
         """``(documents, counts)``: token document frequencies of a batch of pairs."""
 
-def difficulty_scale(keys: pa.RecordBatch) -> tuple[str, pa.Array]:
-    """``(source, sorted_keys)`` of the whole corpus's ``score_margin``/``difficulty_key``."""
+def difficulty_scale(keys: pa.RecordBatch) -> tuple[str, pa.RecordBatch]:
+    """``(source, sorted_keys)`` of the whole corpus's ``score_margin``/``difficulty_key``;
+    ``sorted_keys`` has float64 columns ``primary`` and ``tiebreak``."""
 
 def finish_shard(
     prepared: pa.RecordBatch,
@@ -97,7 +98,7 @@ def finish_shard(
     fingerprint: str,
     documents: int,
     counts: pa.Array,
-    sorted_keys: pa.Array,
+    sorted_keys: pa.RecordBatch,
     difficulty_source: str,
 ) -> tuple[str, str]:
     """Pass 2 of one shard, written to ``out``; ``(record, sums)`` as JSON."""

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{ArrowPrimitiveType, Float64Type, UInt32Type};
-use arrow_array::{Array, ArrayRef, Float64Array, UInt32Array};
+use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch, UInt32Array};
 use pyo3::prelude::*;
 use pyo3_arrow::{PyArray, PyRecordBatch};
-use tokenpo_core::difficulty::{DifficultySource, RankScale};
+use tokenpo_core::difficulty::{DifficultyKey, DifficultySource, RankScale};
 use tokenpo_core::importance::DocumentFrequency;
 use tokenpo_core::io::input::{ColumnMap, input_columns};
 use tokenpo_core::io::manifest::ShardRecord;
@@ -184,7 +184,7 @@ impl ShippedBatchPreparer {
 
 /// `(source, sorted_keys)`: the difficulty scale of a corpus from a batch of all its
 /// `score_margin` and `difficulty_key` values: what it ranks (`score_margin` or
-/// `token_separation`) and its keys, sorted (a `float64` array).
+/// `token_separation`) and its keys, sorted (a record batch of [`SORTED_KEY_COLUMNS`]).
 #[pyfunction]
 pub fn difficulty_scale(
     py: Python<'_>,
@@ -198,9 +198,9 @@ pub fn difficulty_scale(
             Ok::<_, Error>(gathered.scale())
         })
         .map_err(NativeError)?;
-    let sorted = Float64Array::from(scale.sorted_keys().to_vec());
     let source = to_json(&source, "difficulty_source")?.trim_matches('"').to_owned();
-    Ok((source, pyarrow_array(py, Arc::new(sorted))?))
+    let sorted = PyRecordBatch::new(keys_batch(scale.sorted_keys())?);
+    Ok((source, sorted.into_pyarrow(py)?))
 }
 
 /// Pass 2 of one shard: weighs, ranks and writes shard number `index` into `out`;
@@ -219,13 +219,13 @@ pub fn finish_shard(
     fingerprint: &str,
     documents: u64,
     counts: PyArray,
-    sorted_keys: PyArray,
+    sorted_keys: PyRecordBatch,
     difficulty_source: &str,
 ) -> PyResult<(String, String)> {
     let config = parse_config(config_json)?;
     let source = parse_source(difficulty_source)?;
-    let counts = primitive_values::<UInt32Type>(&counts, "counts")?;
-    let sorted_keys = primitive_values::<Float64Type>(&sorted_keys, "sorted_keys")?;
+    let counts = primitive_values::<UInt32Type>(counts.array(), "counts")?;
+    let sorted_keys = batch_keys(&sorted_keys.into_inner())?;
     let frequencies = DocumentFrequency::from_counts(documents, counts)
         .map_err(|reason| config_error("counts", &reason))?;
     let prepared = prepared.into_inner();
@@ -249,17 +249,42 @@ fn pyarrow_array(py: Python<'_>, array: ArrayRef) -> PyResult<Bound<'_, PyAny>> 
     py.import("pyarrow")?.getattr("array")?.call1((PyArray::from_array_ref(array),))
 }
 
+/// The columns of a difficulty scale's sorted keys as they cross to Python and back:
+/// each [`DifficultyKey`] component, as `float64`.
+const SORTED_KEY_COLUMNS: [&str; 2] = ["primary", "tiebreak"];
+
+/// `keys` as a record batch of [`SORTED_KEY_COLUMNS`].
+fn keys_batch(keys: &[DifficultyKey]) -> PyResult<RecordBatch> {
+    let primary = Float64Array::from_iter_values(keys.iter().map(|key| key.primary));
+    let tiebreak = Float64Array::from_iter_values(keys.iter().map(|key| key.tiebreak));
+    let columns: [ArrayRef; 2] = [Arc::new(primary), Arc::new(tiebreak)];
+    RecordBatch::try_from_iter(SORTED_KEY_COLUMNS.into_iter().zip(columns))
+        .map_err(|error| config_error("sorted_keys", &error.to_string()))
+}
+
+/// The keys of a record batch of [`SORTED_KEY_COLUMNS`].
+fn batch_keys(batch: &RecordBatch) -> PyResult<Vec<DifficultyKey>> {
+    let [primary, tiebreak] = SORTED_KEY_COLUMNS.map(|name| {
+        let field = format!("sorted_keys.{name}");
+        let column = batch
+            .column_by_name(name)
+            .ok_or_else(|| config_error(&field, "expected a column of this name"))?;
+        primitive_values::<Float64Type>(column, &field)
+    });
+    let keys = primary?.into_iter().zip(tiebreak?);
+    Ok(keys.map(|(primary, tiebreak)| DifficultyKey { primary, tiebreak }).collect())
+}
+
 /// The values of an Arrow array of `T` without nulls, copied once.
 fn primitive_values<T: ArrowPrimitiveType>(
-    array: &PyArray,
+    array: &ArrayRef,
     field: &str,
 ) -> PyResult<Vec<T::Native>> {
     let values = array
-        .array()
         .as_primitive_opt::<T>()
         .filter(|values| values.null_count() == 0)
         .ok_or_else(|| {
-            let found = array.array().data_type();
+            let found = array.data_type();
             config_error(
                 field,
                 &format!("expected {} values without nulls, found {found}", T::DATA_TYPE),

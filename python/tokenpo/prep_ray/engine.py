@@ -303,7 +303,7 @@ def _write_shards(
     shards: list[list[tuple[int, int, int]]],
     job: _ShardJob,
     counts: ray.ObjectRef[pa.Array],
-    sorted_keys: ray.ObjectRef[pa.Array],
+    sorted_keys: ray.ObjectRef[pa.RecordBatch],
     report: Callable[[str, int, int, int], None],
 ) -> list[tuple[str, str]]:
     """Writes each shard (its pairs as ``_shard_slices`` gives them) in a task of its own;
@@ -349,7 +349,7 @@ def _write_shard(
     index: int,
     job: _ShardJob,
     counts: pa.Array,
-    sorted_keys: pa.Array,
+    sorted_keys: pa.RecordBatch,
     ranges: list[tuple[int, int]],
     *outcomes: pa.Table,
 ) -> tuple[str, str]:

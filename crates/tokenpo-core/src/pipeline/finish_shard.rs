@@ -70,16 +70,19 @@ impl DifficultyKeys {
         Ok(())
     }
 
-    /// The scale: by score margin when every pair has one, else by token separation.
+    /// The scale: by score margin, ties broken by token separation, when every pair has a
+    /// margin; else by token separation.
     #[must_use]
     pub fn scale(self) -> (DifficultySource, RankScale) {
-        let all_scored: Option<Vec<f64>> = self.margins.into_iter().collect();
-        match all_scored {
-            Some(margins) if !margins.is_empty() => {
-                (DifficultySource::ScoreMargin, RankScale::new(margins))
-            }
-            _ => (DifficultySource::TokenSeparation, RankScale::new(self.separations)),
-        }
+        let all_scored = !self.margins.is_empty() && self.margins.iter().all(Option::is_some);
+        let source = if all_scored {
+            DifficultySource::ScoreMargin
+        } else {
+            DifficultySource::TokenSeparation
+        };
+        let keys = self.margins.into_iter().zip(self.separations);
+        let keys = keys.map(|(margin, separation)| source.key(margin, separation)).collect();
+        (source, RankScale::new(keys))
     }
 }
 
@@ -231,19 +234,12 @@ fn weight_column(
 }
 
 fn difficulty_column(prepared: &RecordBatch, weighting: &Weighting<'_>) -> Result<ArrayRef> {
-    let keys: Vec<f64> = match weighting.source {
-        DifficultySource::ScoreMargin => {
-            let margins = prepared_column(prepared, "score_margin")?.as_primitive::<Float32Type>();
-            margins.iter().map(|margin| margin.map_or(f64::NAN, f64::from)).collect()
-        }
-        DifficultySource::TokenSeparation => prepared_column(prepared, "difficulty_key")?
-            .as_primitive::<Float64Type>()
-            .values()
-            .to_vec(),
-    };
-    Ok(Arc::new(Float32Array::from_iter_values(
-        keys.into_iter().map(|key| weighting.scale.difficulty(key)),
-    )))
+    let margins = prepared_column(prepared, "score_margin")?.as_primitive::<Float32Type>();
+    let separations = prepared_column(prepared, "difficulty_key")?.as_primitive::<Float64Type>();
+    let difficulties = margins.iter().zip(separations.values()).map(|(margin, &separation)| {
+        weighting.scale.difficulty(weighting.source.key(margin.map(f64::from), separation))
+    });
+    Ok(Arc::new(Float32Array::from_iter_values(difficulties)))
 }
 
 /// A shard under its final name is complete (renames are atomic); it is reused only when

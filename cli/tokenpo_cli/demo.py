@@ -94,7 +94,7 @@ def run_demo(
 @app.command("data")
 def data_command(
     out_dir: Annotated[Path, typer.Argument(help="The output directory.")],
-    train: Annotated[int, typer.Option(min=1)] = 2000,
+    train: Annotated[int, typer.Option(min=1)] = 24_000,
     validation: Annotated[int, typer.Option(min=1)] = 200,
     test: Annotated[int, typer.Option(min=1)] = 200,
     seed: Annotated[int, typer.Option()] = 0,
@@ -111,9 +111,10 @@ def sft_command(
     data: Annotated[Path, typer.Option(help="The `tokenpo demo data` directory.")],
     out_dir: Annotated[Path, typer.Option("--out", help="The SFT run's directory.")],
     target_f1: Annotated[float, typer.Option(help="Stop at this validation joint F1.")] = 0.45,
-    increment: Annotated[int, typer.Option(min=1, help="Steps between checks.")] = 100,
-    max_steps: Annotated[int, typer.Option(min=1, help="Stop here regardless.")] = 600,
-    lr: Annotated[float, typer.Option(help="Constant learning rate.")] = 1e-3,
+    increment: Annotated[int, typer.Option(min=1, help="Steps between checks.")] = 300,
+    max_steps: Annotated[int, typer.Option(min=1, help="Stop here regardless.")] = 1200,
+    lr: Annotated[float, typer.Option(help="Learning rate, constant after the warmup.")] = 3e-3,
+    warmup_steps: Annotated[int, typer.Option(min=0, help="Steps of linear warmup.")] = 100,
     batch_size: Annotated[int, typer.Option(min=1)] = 16,
     val_messages: Annotated[int, typer.Option(min=1, help="Messages per check.")] = 64,
     max_new_tokens: MaxNewTokens = 128,
@@ -121,6 +122,9 @@ def sft_command(
     hidden_size: Annotated[int, typer.Option(min=1, help="The GPT's width.")] = 128,
     layers: Annotated[int, typer.Option(min=1, help="The GPT's depth.")] = 2,
     heads: Annotated[int, typer.Option(min=1, help="Attention heads.")] = 4,
+    tie_embeddings: Annotated[
+        bool, typer.Option(help="One matrix for the input and output embeddings.")
+    ] = True,
     device: DeviceOption = "auto",
 ) -> None:
     """SFT the built-in GPT on the gold until validation joint micro-F1 reaches a target."""
@@ -131,6 +135,7 @@ def sft_command(
         increment=increment,
         max_steps=max_steps,
         lr=lr,
+        warmup_steps=warmup_steps,
         batch_size=batch_size,
         val_messages=val_messages,
         max_new_tokens=max_new_tokens,
@@ -138,6 +143,7 @@ def sft_command(
         hidden_size=hidden_size,
         layers=layers,
         heads=heads,
+        tie_embeddings=tie_embeddings,
         device=_device(device),
     )
     stop = run_sft(data, out_dir, options, log=note)

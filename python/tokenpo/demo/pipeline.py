@@ -26,10 +26,14 @@ class DemoPlan:
     """Seeds the task, the SFT model and the negatives."""
     sft_target_f1: float = 0.45
     """SFT stops once validation joint micro-F1 reaches this..."""
-    sft_increment: int = 100
+    sft_increment: int = 300
     """...checked every this many steps..."""
-    sft_max_steps: int = 600
+    sft_max_steps: int = 1200
     """...or at this many steps."""
+    sft_lr: float = 3e-3
+    """SFT's learning rate, constant after..."""
+    sft_warmup_steps: int = 100
+    """...this many steps of warmup."""
     sft_val_messages: int = 64
     """Validation messages generated at each SFT check."""
     hidden_size: int = 128
@@ -46,7 +50,7 @@ class DemoPlan:
     """Optimizer steps of every method."""
     batch_size: int = 16
     """Pairs per step, SFT included."""
-    val_every: int = 10
+    val_every: int = 20
     """Validation (chosen log-prob drift) every this many steps."""
     eval_limit: int | None = None
     """Test messages evaluated; None: all."""
@@ -62,24 +66,26 @@ class DemoPlan:
 
 DEFAULT_PLAN = DemoPlan(pairs_limit=600)
 """``tokenpo demo``. Greedy decoding of every training message would dominate a CPU run, so
-600 messages give the pairs (about 1500, as two negatives and the model's own wrong outputs
+600 messages give the pairs (about 1800, as two negatives and the model's own wrong outputs
 per message)."""
 
 CUDA_PLAN = DemoPlan(
-    sizes=DataSizes(train=20_000, validation=500, test=500),
+    sizes=DataSizes(train=200_000, validation=500, test=500),
     sft_increment=250,
     sft_max_steps=4000,
+    sft_lr=1e-3,
     sft_val_messages=200,
     hidden_size=512,
     layers=8,
     heads=8,
     steps=400,
+    pairs_limit=5000,
     batch_size=32,
     val_every=50,
     device="cuda",
 )
-"""``tokenpo demo --device cuda``: ten times the data, a 8 x 512 GPT (~25M parameters) and
-longer runs, every training message annotated for negatives."""
+"""``tokenpo demo --device cuda``: three times the data, a 8 x 512 GPT (~25M parameters, so a
+lower SFT learning rate), longer runs, and 5000 training messages annotated for negatives."""
 
 QUICK_PLAN = DemoPlan(
     sizes=DataSizes(train=16, validation=8, test=8),
@@ -146,7 +152,8 @@ def pipeline_toml(plan: DemoPlan, *, workdir: str = ".") -> str:
             "sft",
             ["tokenpo", "demo", "sft", "--data", "data", "--out", "sft",
              "--target-f1", str(plan.sft_target_f1), "--increment", str(plan.sft_increment),
-             "--max-steps", str(plan.sft_max_steps), "--batch-size", str(plan.batch_size),
+             "--max-steps", str(plan.sft_max_steps), "--lr", str(plan.sft_lr),
+             "--warmup-steps", str(plan.sft_warmup_steps), "--batch-size", str(plan.batch_size),
              "--val-messages", str(plan.sft_val_messages), "--seed", str(plan.data_seed),
              "--hidden-size", str(plan.hidden_size), "--layers", str(plan.layers),
              "--heads", str(plan.heads),

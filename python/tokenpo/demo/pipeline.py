@@ -26,9 +26,9 @@ class DemoPlan:
     """Seeds the task, the SFT model and the negatives."""
     sft_target_f1: float = 0.45
     """SFT stops once validation joint micro-F1 reaches this..."""
-    sft_increment: int = 300
+    sft_increment: int = 500
     """...checked every this many steps..."""
-    sft_max_steps: int = 1200
+    sft_max_steps: int = 1500
     """...or at this many steps."""
     sft_lr: float = 3e-3
     """SFT's learning rate, constant after..."""
@@ -50,7 +50,7 @@ class DemoPlan:
     """Optimizer steps of every method."""
     batch_size: int = 16
     """Pairs per step, SFT included."""
-    val_every: int = 20
+    val_every: int = 30
     """Validation (chosen log-prob drift) every this many steps."""
     eval_limit: int | None = None
     """Test messages evaluated; None: all."""
@@ -64,10 +64,10 @@ class DemoPlan:
             method(name)
 
 
-DEFAULT_PLAN = DemoPlan(pairs_limit=600)
+DEFAULT_PLAN = DemoPlan(pairs_limit=400)
 """``tokenpo demo``. Greedy decoding of every training message would dominate a CPU run, so
-600 messages give the pairs (about 1800, as two negatives and the model's own wrong outputs
-per message)."""
+400 messages give the pairs (about 1200, as two negatives and the model's own wrong outputs
+per message; a method's 60 steps of 16 use 960)."""
 
 CUDA_PLAN = DemoPlan(
     sizes=DataSizes(train=200_000, validation=500, test=500),

@@ -232,7 +232,9 @@ def _plot_joint_f1(summaries: dict[str, dict[str, dict[str, float | None]]], pat
     axes = figure.add_subplot()
     axes.bar(models, means, yerr=stds, capsize=4, color="tab:blue")
     axes.set_ylabel("joint micro-F1 (test)")
-    axes.set_ylim(0, 1)
+    # From zero, but no higher than the tallest bar needs: small F1s stay comparable.
+    top = max((mean + std for mean, std in zip(means, stds, strict=True)), default=0.0)
+    axes.set_ylim(0, min(1.0, 1.15 * top) if top > 0 else 1.0)
     axes.tick_params(axis="x", labelrotation=30)
     figure.savefig(path, dpi=120)
 

@@ -42,6 +42,11 @@ use crate::io::shard::{FileDigest, ShardFormat};
 use crate::prepare::LengthLimit;
 use crate::tokenize::PairTokenizer;
 
+/// Bumped whenever prep writes other shards from the same inputs, config and tokenizer, so
+/// that an output directory of an older prep is not taken for finished (2: ties in the score
+/// margin broken by token separation).
+const PREP_VERSION: u32 = 2;
+
 /// Everything that shapes the output of `prep`; recorded in the manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -213,6 +218,7 @@ fn fingerprint(
 ) -> Result<String> {
     let record = serde_json::json!({
         "schema_version": SCHEMA_VERSION,
+        "prep_version": PREP_VERSION,
         "config": config,
         "tokenizer": tokenizer.sha256(),
         "inputs": inputs.iter().map(|input| &input.digest.sha256).collect::<Vec<_>>(),

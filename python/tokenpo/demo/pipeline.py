@@ -84,8 +84,9 @@ CUDA_PLAN = DemoPlan(
     val_every=50,
     device="cuda",
 )
-"""``tokenpo demo --device cuda``: three times the data, a 8 x 512 GPT (~25M parameters, so a
-lower SFT learning rate), longer runs, and 5000 training messages annotated for negatives."""
+"""``tokenpo demo --device cuda``: about eight times the data, an 8 x 512 GPT (~25M parameters,
+so a lower SFT learning rate), longer runs, and 5000 training messages annotated for
+negatives."""
 
 QUICK_PLAN = DemoPlan(
     sizes=DataSizes(train=16, validation=8, test=8),

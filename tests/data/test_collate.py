@@ -17,6 +17,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from tokenpo.data.collate import collate
 from tokenpo.data.dataset import PairRows, Ragged
 from tokenpo.exceptions import InputError
+from tokenpo.losses import ValueHead
 from tokenpo.models import GPT, GPTConfig
 from tokenpo.train.forward import CompletionScorer, block_mask
 
@@ -151,19 +152,43 @@ def test_shared_layout_spends_fewer_tokens_and_packs_rows() -> None:
     assert shared.position_ids[0].tolist() == [0, 1, 2, 3, 4, 5, 6, 6]
 
 
-def test_hidden_and_logits_grids_agree_with_the_token_path(model: torch.nn.Module) -> None:
-    rows = make_rows([([3, 4], [5, 6, 7], [5, 8]), ([9], [1], [2, 3, 4, 5])])
+def alone_values(
+    model: torch.nn.Module, head: ValueHead, prompt: list[int], completion: list[int]
+) -> torch.Tensor:
+    """The value head at the last hidden state predicting each completion token."""
+    sequence = torch.tensor([prompt + completion])
+    states = model.get_decoder()(input_ids=sequence).last_hidden_state[0]
+    return head(states[len(prompt) - 1 : len(prompt) + len(completion) - 1])
+
+
+@pytest.mark.parametrize("layout", ["shared", "padded"])
+def test_logits_grid_and_values_agree_with_sequences_run_alone(
+    model: torch.nn.Module, layout: str
+) -> None:
+    pairs = [([3, 4], [5, 6, 7], [5, 8]), ([9], [1], [2, 3, 4, 5])]
     scorer = CompletionScorer(model)
-    batch = collate(rows)
+    batch = collate(make_rows(pairs), layout=layout)
+    head = ValueHead(32)
+    torch.nn.init.normal_(head.weight)
+    torch.nn.init.normal_(head.bias)
     with torch.no_grad():
         plain = scorer.score(batch)
-        full = scorer.score(batch, logits=True, hidden=True)
-    torch.testing.assert_close(full.chosen, plain.chosen, atol=1e-6, rtol=0)
-    torch.testing.assert_close(full.rejected, plain.rejected, atol=1e-6, rtol=0)
-    assert full.chosen_logits is not None
-    assert full.chosen_logits.shape == (2, 4, VOCAB)
-    assert full.rejected_hidden is not None
-    assert full.rejected_hidden.shape == (2, 4, 32)
+        full = scorer.score(batch, logits=True, value_head=head)
+        torch.testing.assert_close(full.chosen, plain.chosen, atol=1e-6, rtol=0)
+        torch.testing.assert_close(full.rejected, plain.rejected, atol=1e-6, rtol=0)
+        assert full.chosen_logits is not None
+        assert full.chosen_logits.shape == (2, 4, VOCAB)
+        assert full.chosen_value is not None
+        assert full.rejected_value is not None
+        for index, (prompt, chosen, rejected) in enumerate(pairs):
+            for values, completion, mask in (
+                (full.chosen_value, chosen, batch.chosen_mask),
+                (full.rejected_value, rejected, batch.rejected_mask),
+            ):
+                expected = alone_values(model, head, prompt, completion)
+                torch.testing.assert_close(values[index, : len(completion)], expected)
+                assert not values[index, len(completion) :].any()  # 0 on padding
+                assert mask[index].sum() == len(completion)
 
 
 def test_a_chosen_only_batch_scores_the_chosen_side_alike(model: torch.nn.Module) -> None:

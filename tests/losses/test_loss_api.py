@@ -110,10 +110,10 @@ def test_invalid_parameters_are_rejected_with_the_field_named(
 def test_only_tbpo_q_has_trainable_parameters() -> None:
     tbpo_q = build("tbpo_q", hidden_size=4)
     assert isinstance(tbpo_q, TBPOQ)
-    assert trainable_module(tbpo_q) is tbpo_q
+    assert trainable_module(tbpo_q) is tbpo_q.value_head
     assert sum(p.numel() for p in tbpo_q.parameters()) == 5
     mixdpo = build("mixdpo", base="tbpo_q", base_params={"hidden_size": 4})
-    assert trainable_module(mixdpo) is mixdpo.base  # type: ignore[attr-defined]
+    assert trainable_module(mixdpo) is mixdpo.base.value_head  # type: ignore[attr-defined]
     assert trainable_module(build("tabpo")) is None
 
 
@@ -177,6 +177,10 @@ def test_shape_error_names_the_field_and_both_shapes() -> None:
             {"chosen_hidden": torch.zeros(4, 5, 3)},
             r"PairLogps.chosen_hidden: expected shape \[4, 6, '\*'\]",
         ),
+        (
+            {"chosen_value": torch.zeros(4, 6, 1)},
+            r"PairLogps.chosen_value must have 2 dimensions, found shape \[4, 6, 1\]",
+        ),
         ({"ref_chosen": [[0.0]]}, r"PairLogps.ref_chosen must be a torch.Tensor, got list"),
     ],
 )
@@ -191,7 +195,6 @@ def test_bad_batches_are_rejected(changes: dict[str, object], message: str) -> N
         ("tabpo", "ref_chosen", {}),
         ("tis", "chosen_weight", {}),
         ("tdpo", "ref_chosen_logits", {}),
-        ("tbpo_q", "chosen_hidden", {"hidden_size": 3}),
         ("mixdpo", "difficulty", {}),
     ],
 )
@@ -206,6 +209,16 @@ def test_missing_input_names_the_loss_and_the_field(
     ) as error:
         build(name, **params)(batch)
     assert error.value.field == field
+
+
+def test_tbpo_q_without_values_or_hidden_states_names_both_fields() -> None:
+    batch = make_batch(pairs=2, tokens=3, dtype=torch.float32)
+    batch = dataclasses.replace(batch, chosen_hidden=None, rejected_hidden=None)
+    with pytest.raises(
+        InputError, match=r"^tbpo_q needs PairLogps.chosen_value or chosen_hidden$"
+    ) as error:
+        build("tbpo_q", hidden_size=3)(batch)
+    assert error.value.field == "chosen_value"
 
 
 def test_reference_free_losses_need_no_reference() -> None:

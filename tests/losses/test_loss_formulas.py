@@ -277,9 +277,7 @@ def test_matches_reference(
 @pytest.mark.parametrize("generator", ["logistic", "lsif", "ukl"])
 def test_tbpo_q_matches_reference(generator: str) -> None:
     loss = build_test_loss("tbpo_q", generator=generator, beta=0.5, value_weight=0.3)
-    module = trainable_module(loss)
-    assert module is not None
-    head = module.value_head
+    head = trainable_module(loss)
     assert isinstance(head, torch.nn.Linear)
     batch = make_batch(pairs=5, tokens=7, seed=12)
     assert_matches(loss, tbpo_q_reference(0.5, generator, 0.3, head), batch)

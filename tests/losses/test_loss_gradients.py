@@ -12,7 +12,7 @@ import torch
 from losses_testkit import GRAD_FIELDS, all_losses, build_test_loss, make_batch, run
 from torch import Tensor
 
-from tokenpo.losses import TBPOA, TBPOQ, PairLogps, build, trainable_module
+from tokenpo.losses import TBPOA, TBPOQ, PairLogps, build
 from tokenpo.losses.tbpo import bregman_loss
 
 # Fields that reach the loss only through a stop-gradient, so finite differences of the full
@@ -78,8 +78,7 @@ def test_gradcheck_tabpo_without_weights(barrier: str, length_norm: bool) -> Non
 
 @pytest.mark.parametrize("generator", ["logistic", "lsif", "ukl"])
 def test_gradcheck_tbpo_q_value_head(generator: str) -> None:
-    loss = build_test_loss("tbpo_q", generator=generator, value_weight=0.3)
-    module = trainable_module(loss)
+    module = build_test_loss("tbpo_q", generator=generator, value_weight=0.3)
     assert isinstance(module, TBPOQ)
     batch = make_batch(pairs=3, tokens=4, seed=8)
     regression = _Regression(module)

@@ -9,7 +9,7 @@ import torch
 from losses_testkit import all_losses, build_test_loss, make_batch, run
 from torch.nn.functional import logsigmoid
 
-from tokenpo.losses import PairLogps, build
+from tokenpo.losses import PairLogps, build, trainable_module
 
 EXACT = {"rtol": 0.0, "atol": 1e-12}
 
@@ -74,6 +74,35 @@ def test_tbpo_logistic_with_zero_baseline_is_dpo(beta: float) -> None:
         expected.loss + 0.1 * with_regression.metrics["tbpo/value_mse"],
         **EXACT,
     )
+
+
+@pytest.mark.parametrize("generator", ["logistic", "ukl"])
+def test_tbpo_q_given_values_is_tbpo_q_given_hidden_states(generator: str) -> None:
+    # The trainer applies the value head itself and passes [B, T] values: the same loss, and
+    # the same gradients to the policy and to the head, as the head applied inside the loss.
+    loss = build_test_loss("tbpo_q", generator=generator, value_weight=0.3)
+    head = trainable_module(loss)
+    assert head is not None
+    hidden = make_batch(pairs=5, tokens=7, seed=6)
+
+    def loss_and_grads(values: bool) -> list[torch.Tensor]:
+        policy = [
+            side.clone().requires_grad_() for side in (hidden.policy_chosen, hidden.policy_rejected)
+        ]
+        batch = dataclasses.replace(hidden, policy_chosen=policy[0], policy_rejected=policy[1])
+        if values:
+            batch = dataclasses.replace(
+                batch,
+                chosen_hidden=None,
+                rejected_hidden=None,
+                chosen_value=head(hidden.chosen_hidden),
+                rejected_value=head(hidden.rejected_hidden),
+            )
+        output = loss(batch).loss
+        return [output, *torch.autograd.grad(output, [*policy, *head.parameters()])]
+
+    for got, want in zip(loss_and_grads(values=True), loss_and_grads(values=False), strict=True):
+        torch.testing.assert_close(got, want, **EXACT)
 
 
 @pytest.mark.parametrize("base", [name for name in all_losses() if name != "mixdpo"])

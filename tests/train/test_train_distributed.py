@@ -42,8 +42,12 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(run_dir / "final" / "model.safetensors")
 
 
-def test_two_ranks_match_one_rank_on_the_same_global_batch(tmp_path: Path, shards: Path) -> None:
-    config = run_config(tmp_path, shards, loss={"name": "tabpo"}, data={"micro_batch_size": 2})
+# tbpo_q: its value head is sharded apart from the model and called inside the model's forward.
+@pytest.mark.parametrize("loss", ["tabpo", "tbpo_q"])
+def test_two_ranks_match_one_rank_on_the_same_global_batch(
+    tmp_path: Path, shards: Path, loss: str
+) -> None:
+    config = run_config(tmp_path, shards, loss={"name": loss}, data={"micro_batch_size": 2})
     one = tmp_path / "one"
     two = tmp_path / "two"
     finish(

@@ -15,7 +15,7 @@ from tokenpo.losses.mixdpo import MixDPO
 from tokenpo.losses.registry import Loss, available, build, trainable_module
 from tokenpo.losses.sequence import CDPO, DPO, IPO, RPO, Hinge, RobustDPO, SimPO
 from tokenpo.losses.tabpo import TABPO
-from tokenpo.losses.tbpo import TBPOA, TBPOQ, TBPOQConfig
+from tokenpo.losses.tbpo import TBPOA, TBPOQ, TBPOQConfig, ValueHead
 from tokenpo.losses.token import TDPO, TIS, ConfPO
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "Side",
     "SimPO",
     "TBPOQConfig",
+    "ValueHead",
     "available",
     "build",
     "trainable_module",

@@ -20,7 +20,7 @@ from tokenpo.exceptions import InputError
 __all__ = ["LossOutput", "PairLogps", "Side", "float_mask"]
 
 SideName = Literal["chosen", "rejected"]
-Part = Literal["ref", "weight", "diff", "policy_logits", "ref_logits", "hidden"]
+Part = Literal["ref", "weight", "diff", "policy_logits", "ref_logits", "hidden", "value"]
 
 # The PairLogps field behind each part of a side, chosen then rejected.
 _FIELD_OF_PART: dict[Part, tuple[str, str]] = {
@@ -30,6 +30,7 @@ _FIELD_OF_PART: dict[Part, tuple[str, str]] = {
     "policy_logits": ("policy_chosen_logits", "policy_rejected_logits"),
     "ref_logits": ("ref_chosen_logits", "ref_rejected_logits"),
     "hidden": ("chosen_hidden", "rejected_hidden"),
+    "value": ("chosen_value", "rejected_value"),
 }
 
 
@@ -82,6 +83,12 @@ class PairLogps:
     """Policy last hidden state at each chosen token, ``[B, T_w, H]``; tbpo_q needs it."""
     rejected_hidden: Tensor | None = None
     """Policy last hidden state at each rejected token, ``[B, T_l, H]``."""
+    chosen_value: Tensor | None = None
+    """tbpo_q's baseline ``V_φ(h_t)`` at each chosen token, ``[B, T_w]``, from its value head
+    applied by the caller (the trainer does, inside the model's forward); tbpo_q then leaves
+    ``chosen_hidden`` unread."""
+    rejected_value: Tensor | None = None
+    """tbpo_q's baseline at each rejected token, ``[B, T_l]``."""
 
     def __post_init__(self) -> None:
         _check_shapes(self)
@@ -120,6 +127,7 @@ class PairLogps:
             policy_logits=part("policy_logits"),
             ref_logits=part("ref_logits"),
             hidden=part("hidden"),
+            value=part("value"),
         )
 
     def sides(self) -> tuple[Side, Side]:
@@ -152,6 +160,8 @@ class Side:
     """Reference logits over the vocabulary, ``[B, T, V]``."""
     hidden: Tensor | None
     """Policy last hidden states, ``[B, T, H]``, in their own dtype."""
+    value: Tensor | None
+    """tbpo_q's value-head baseline, ``[B, T]``."""
 
     def need(self, part: Part, *, by: str) -> Tensor:
         """The optional ``part`` of this side.
@@ -236,6 +246,7 @@ def _expected_shapes(batch: PairLogps) -> list[tuple[str, list[int | None], str]
         ("policy_{}_logits", [None], "float"),
         ("ref_{}_logits", [None], "float"),
         ("{}_hidden", [None], "float"),
+        ("{}_value", [], "float"),
     ]
     shapes: list[tuple[str, list[int | None], str]] = []
     for pattern, tail, kind in per_side:

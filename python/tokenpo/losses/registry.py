@@ -6,14 +6,12 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from torch import nn
-
 from tokenpo.losses.batch import LossOutput, PairLogps
 from tokenpo.losses.config import LossConfigError
 from tokenpo.losses.mixdpo import MixDPO
 from tokenpo.losses.sequence import CDPO, DPO, IPO, RPO, Hinge, RobustDPO, SimPO
 from tokenpo.losses.tabpo import TABPO
-from tokenpo.losses.tbpo import TBPOA, TBPOQ, TBPOQConfig
+from tokenpo.losses.tbpo import TBPOA, TBPOQ, TBPOQConfig, ValueHead
 from tokenpo.losses.token import TDPO, TIS, ConfPO
 
 __all__ = ["Loss", "available", "build", "trainable_module"]
@@ -72,18 +70,16 @@ def build(name: str, /, **params: Any) -> Loss:
     return TBPOQ(built) if name == "tbpo_q" else built
 
 
-def trainable_module(loss: Loss) -> nn.Module | None:
+def trainable_module(loss: Loss) -> ValueHead | None:
     """The module that holds ``loss``'s trainable parameters, or ``None`` when it has none.
 
     The trainer moves it to the device (and wraps it like the model), adds its parameters to
     the optimizer and checkpoints its ``state_dict``. Only tbpo_q (alone or as mixdpo's base)
-    has one.
+    has one: its :class:`~tokenpo.losses.tbpo.ValueHead`, which the trainer also calls inside
+    the model's forward.
     """
-    if isinstance(loss, nn.Module):
-        return loss
-    if isinstance(loss, MixDPO) and isinstance(loss.base, nn.Module):
-        return loss.base
-    return None
+    owner = loss.base if isinstance(loss, MixDPO) else loss
+    return owner.value_head if isinstance(owner, TBPOQ) else None
 
 
 def _build_mixdpo(params: dict[str, Any]) -> MixDPO:

@@ -17,18 +17,21 @@ beyond it the ratio loss gives no gradient (the logistic one is not clamped).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import FunctionCtx, once_differentiable
 
+from tokenpo.exceptions import InputError
 from tokenpo.losses._base import PairLoss, PairTerms, SideStats, finish, side_stats
-from tokenpo.losses._ops import logistic_loss, masked_sum
+from tokenpo.losses._ops import logistic_loss
 from tokenpo.losses.batch import LossOutput, PairLogps, Side
 from tokenpo.losses.config import LossConfigError, check_choice, check_number
 
-__all__ = ["TBPOA", "TBPOQ", "Generator", "TBPOQConfig", "bregman_loss"]
+__all__ = ["TBPOA", "TBPOQ", "Generator", "TBPOQConfig", "ValueHead", "bregman_loss"]
 
 Generator = Literal["logistic", "lsif", "ukl"]
 _GENERATORS: tuple[Generator, ...] = ("logistic", "lsif", "ukl")
@@ -161,18 +164,40 @@ class TBPOQConfig(_TBPOParams):
         check_number(self.name, "value_weight", self.value_weight, low=0.0)
 
 
+class ValueHead(nn.Linear):
+    """``V_φ``: the *detached* last hidden state ``[..., H]`` to the baseline ``b_t`` ``[...]``.
+
+    Detached, so that the value regression trains this head and never the policy. Zero at
+    the start. The trainer calls it inside the model's forward, at the real completion tokens
+    only, and hands the loss ``[B, T]`` values (:attr:`PairLogps.chosen_value`): its cost is
+    then ``H`` per token next to the LM head's ``H·V``, and no ``[B, T, H]`` copy is made.
+    """
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__(hidden_size, 1)
+        nn.init.zeros_(self.weight)
+        nn.init.zeros_(self.bias)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        """``V_φ(sg(h))`` in the head's dtype, with gradient to ``φ`` only."""
+        return super().forward(hidden.detach().to(self.weight.dtype)).squeeze(-1)
+
+
 class TBPOQ(nn.Module):
     """TBPO-Q (arXiv 2605.12288, RECONSTRUCTION): a learned state baseline ``b_t = V_φ(h_t)``.
 
-    ``V_φ`` is a linear head on the *detached* last hidden state, trained jointly by regressing
-    to ``sg(β ρ_t)`` (MSE over every completion token, times ``value_weight``), so ``z_t`` is an
-    advantage estimate. The baseline enters ``z`` detached: only the regression trains the head,
-    which otherwise could separate the pair on its own and starve the policy of gradient. The
-    head starts at zero, so the first step is dpo plus the regression.
+    ``V_φ`` (:class:`ValueHead`) is a linear head on the detached last hidden state, trained
+    jointly by regressing to ``sg(β ρ_t)`` (MSE over every completion token, times
+    ``value_weight``), so ``z_t`` is an advantage estimate. The baseline enters ``z`` detached:
+    only the regression trains the head, which otherwise could separate the pair on its own
+    and starve the policy of gradient. The head starts at zero, so the first step is dpo plus
+    the regression.
 
-    This loss has parameters: the trainer moves it to the device, adds ``parameters()`` to the
-    optimizer and saves its ``state_dict`` (:func:`tokenpo.losses.trainable_module` finds it).
-    Needs the reference log-probs and ``chosen_hidden``/``rejected_hidden``.
+    This loss has parameters: the trainer moves its :attr:`value_head` to the device, adds
+    its parameters to the optimizer and saves its ``state_dict``
+    (:func:`tokenpo.losses.trainable_module` finds it). Needs the reference log-probs and
+    either ``chosen_value``/``rejected_value`` (the head applied by the caller, as the trainer
+    does) or ``chosen_hidden``/``rejected_hidden`` (the head applied here).
     """
 
     name: ClassVar[str] = "tbpo_q"
@@ -181,32 +206,54 @@ class TBPOQ(nn.Module):
         super().__init__()
         self.config = config
         """The loss parameters."""
-        self.value_head = nn.Linear(config.hidden_size, 1)
+        self.value_head = ValueHead(config.hidden_size)
         """``V_φ``: hidden state to baseline."""
-        nn.init.zeros_(self.value_head.weight)
-        nn.init.zeros_(self.value_head.bias)
 
     def baseline(self, side: Side) -> Tensor:
-        """``V_φ(sg(h_t))``, ``[B, T]``, in the side's compute dtype (with gradient to ``φ``)."""
-        hidden = side.need("hidden", by=self.name).detach()
-        value: Tensor = self.value_head(hidden.to(self.value_head.weight.dtype))
-        return value.squeeze(-1).to(side.policy.dtype)
+        """``b_t``, ``[B, T]``, in the side's compute dtype (with gradient to ``φ``): the given
+        values, else the head applied to the given hidden states."""
+        if side.value is not None:
+            return side.value
+        if side.hidden is None:
+            field = f"{side.name}_value"
+            raise InputError(
+                f"{self.name} needs PairLogps.{field} or {side.name}_hidden", field=field
+            )
+        value: Tensor = self.value_head(side.hidden)
+        return value.to(side.policy.dtype)
 
     def terms(self, batch: PairLogps, /) -> PairTerms:
-        """Per-pair loss with the value regression as the batch term."""
+        """Per-pair loss with the value regression as the batch term.
+
+        One pass per side makes the residuals ``r_t = m_t (b_t − sg(β ρ_t))`` the regression
+        squares; they also give the side score, since ``Σ_t m_t b_t = Σ_t r_t + β Σ_t m_t ρ_t``:
+        ``Z = β Σ m ρ − sg(Σ m b) = −sg(Σ_t r_t)`` in value, with the gradient of ``β Σ m ρ``.
+        """
         config = self.config
         sides, stats = config.sides_and_stats(batch)
-        baselines = [self.baseline(side) for side in sides]
-        chosen, rejected = (
-            config.beta * side_stat.log_ratio - masked_sum(baseline.detach(), side.mask_float)
-            for side, side_stat, baseline in zip(sides, stats, baselines, strict=True)
+        # The token log-ratios once per side, for the residual and the diff-margin metric.
+        ratios = [side.policy.detach() - side.need("ref", by=self.name) for side in sides]
+        stats = (
+            dataclasses.replace(stats[0], token_log_ratio=ratios[0]),
+            dataclasses.replace(stats[1], token_log_ratio=ratios[1]),
         )
-        squared_error = sum(
-            masked_sum((baseline - config.scaled_log_ratio(side)).square(), side.mask_float).sum()
-            for side, baseline in zip(sides, baselines, strict=True)
+        chosen_residual, rejected_residual, squares = _Residuals.apply(
+            self.baseline(sides[0]),
+            self.baseline(sides[1]),
+            *ratios,
+            sides[0].mask_float,
+            sides[1].mask_float,
+            config.beta,
+        )
+        chosen, rejected = (
+            scaled - (scaled.detach() + residual.sum(-1))
+            for scaled, residual in (
+                (config.beta * stats[0].log_ratio, chosen_residual),
+                (config.beta * stats[1].log_ratio, rejected_residual),
+            )
         )
         tokens = (stats[0].count.sum() + stats[1].count.sum()).clamp(min=1.0)
-        value_mse = torch.as_tensor(squared_error) / tokens
+        value_mse = squares / tokens
         return config.pair_terms(
             sides,
             stats,
@@ -218,3 +265,49 @@ class TBPOQ(nn.Module):
     def forward(self, batch: PairLogps) -> LossOutput:
         """The batch loss (preference plus value regression) and its metrics."""
         return finish(self.terms(batch), batch)
+
+
+class _Residuals(torch.autograd.Function):
+    """Both sides' ``r = m (b − β ρ)`` and the total ``Σ r²``; the gradient is one op per side,
+    ``2 g r``. One node for both sides: at ``B·T = 32k`` on CPU a node's own cost is about
+    that of a pass, and autograd's graph of the same formula runs three passes per side."""
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx,
+        chosen_baseline: Tensor,
+        rejected_baseline: Tensor,
+        chosen_ratio: Tensor,
+        rejected_ratio: Tensor,
+        chosen_mask: Tensor,
+        rejected_mask: Tensor,
+        beta: float,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        residuals = [
+            torch.add(baseline, ratio, alpha=-beta).mul_(mask)
+            for baseline, ratio, mask in (
+                (chosen_baseline, chosen_ratio, chosen_mask),
+                (rejected_baseline, rejected_ratio, rejected_mask),
+            )
+        ]
+        squares = sum(torch.dot(r.flatten(), r.flatten()) for r in residuals)
+        ctx.save_for_backward(*residuals)
+        ctx.mark_non_differentiable(*residuals)
+        ctx.set_materialize_grads(False)  # no zero gradients for the residuals
+        return residuals[0], residuals[1], torch.as_tensor(squares)
+
+    @staticmethod
+    @once_differentiable
+    def backward(
+        ctx: FunctionCtx, _chosen: None, _rejected: None, grad_squares: Tensor | None
+    ) -> tuple[Tensor | None, ...]:
+        if grad_squares is None:  # the squares did not reach the loss
+            return (None,) * 7
+        chosen, rejected = ctx.saved_tensors  # type: ignore[attr-defined]
+        chosen_needed, rejected_needed = ctx.needs_input_grad[:2]  # type: ignore[attr-defined]
+        scale = 2.0 * grad_squares
+        return (
+            chosen * scale if chosen_needed else None,
+            rejected * scale if rejected_needed else None,
+            *(None,) * 5,
+        )

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.nn.attention.flex_attention import BlockMask, create_block_mask
 
 from tokenpo.data.collate import PackedBatch
+from tokenpo.losses import ValueHead
 from tokenpo.models import GPT
 
 __all__ = ["CompletionScorer", "Scores", "block_mask"]
@@ -33,11 +34,11 @@ class Scores:
     """Log-softmax over the vocabulary at each chosen token, ``[B, T, V]`` (tdpo)."""
     rejected_logits: Tensor | None = None
     """``[B, T, V]``."""
-    chosen_hidden: Tensor | None = None
-    """Last hidden state at the position predicting each chosen token, ``[B, T, H]``
-    (tbpo_q's value head)."""
-    rejected_hidden: Tensor | None = None
-    """``[B, T, H]``."""
+    chosen_value: Tensor | None = None
+    """tbpo_q's value head at the last hidden state predicting each chosen token, ``[B, T]``;
+    0 on padding."""
+    rejected_value: Tensor | None = None
+    """``[B, T]``."""
 
 
 class CompletionScorer(nn.Module):
@@ -53,9 +54,12 @@ class CompletionScorer(nn.Module):
         super().__init__()
         self.model = model
 
-    def score(self, batch: PackedBatch, *, logits: bool = False, hidden: bool = False) -> Scores:
-        """Log-probs of ``batch``'s completion tokens; ``logits``/``hidden`` add the
-        full-vocabulary log-softmax and the hidden states over the padded ``[B, T]`` grid."""
+    def score(
+        self, batch: PackedBatch, *, logits: bool = False, value_head: ValueHead | None = None
+    ) -> Scores:
+        """Log-probs of ``batch``'s completion tokens; ``logits`` adds the full-vocabulary
+        log-softmax over the padded ``[B, T]`` grid, ``value_head`` its values at the hidden
+        states of the completion tokens (computed at the real tokens only)."""
         result: Scores = self(
             batch.input_ids,
             batch.position_ids,
@@ -63,7 +67,7 @@ class CompletionScorer(nn.Module):
             (batch.chosen_index, batch.chosen_ids, batch.chosen_mask),
             (batch.rejected_index, batch.rejected_ids, batch.rejected_mask),
             logits=logits,
-            hidden=hidden,
+            value_head=value_head,
         )
         return result
 
@@ -76,7 +80,7 @@ class CompletionScorer(nn.Module):
         rejected: tuple[Tensor, Tensor, Tensor],
         *,
         logits: bool = False,
-        hidden: bool = False,
+        value_head: ValueHead | None = None,
     ) -> Scores:
         """See :meth:`score`; ``chosen``/``rejected`` are ``(index, ids, mask)``."""
         decoder: nn.Module = self.model.get_decoder()  # type: ignore[operator]
@@ -88,17 +92,19 @@ class CompletionScorer(nn.Module):
         ).last_hidden_state
         flat_states = states.flatten(0, 1)
         head: nn.Module = self.model.get_output_embeddings()  # type: ignore[operator]
-        sides = [
-            _side_scores(flat_states, head, *side, logits=logits, hidden=hidden)
-            for side in (chosen, rejected)
-        ]
+        chosen_logps, chosen_logits = _side_scores(flat_states, head, *chosen, logits=logits)
+        rejected_logps, rejected_logits = _side_scores(flat_states, head, *rejected, logits=logits)
+        chosen_value = rejected_value = None
+        if value_head is not None:
+            chosen_value = _side_values(flat_states, value_head, chosen[0], chosen[2])
+            rejected_value = _side_values(flat_states, value_head, rejected[0], rejected[2])
         return Scores(
-            chosen=sides[0][0],
-            rejected=sides[1][0],
-            chosen_logits=sides[0][1],
-            rejected_logits=sides[1][1],
-            chosen_hidden=sides[0][2],
-            rejected_hidden=sides[1][2],
+            chosen=chosen_logps,
+            rejected=rejected_logps,
+            chosen_logits=chosen_logits,
+            rejected_logits=rejected_logits,
+            chosen_value=chosen_value,
+            rejected_value=rejected_value,
         )
 
 
@@ -123,17 +129,19 @@ def _side_scores(
     mask: Tensor,
     *,
     logits: bool,
-    hidden: bool,
-) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    if logits or hidden:
-        states = flat_states[index]
-        log_softmax = head(states).float().log_softmax(-1)
+) -> tuple[Tensor, Tensor | None]:
+    if logits:
+        log_softmax = head(flat_states[index]).float().log_softmax(-1)
         token_logps = log_softmax.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
-        token_logps = torch.where(mask, token_logps, 0.0)
-        return token_logps, log_softmax if logits else None, states if hidden else None
+        return torch.where(mask, token_logps, 0.0), log_softmax
     # Only real tokens go through the head: [N, H] -> [N, V], N = tokens in the batch.
     token_logits = head(flat_states[index[mask]]).float()
     targets = ids[mask].unsqueeze(-1)
     values = token_logits.gather(-1, targets).squeeze(-1) - token_logits.logsumexp(-1)
-    token_logps = values.new_zeros(mask.shape).index_put((mask,), values)
-    return token_logps, None, None
+    return values.new_zeros(mask.shape).index_put((mask,), values), None
+
+
+def _side_values(flat_states: Tensor, value_head: ValueHead, index: Tensor, mask: Tensor) -> Tensor:
+    """The value head at the real tokens' states, ``[N, H] -> [N]``, scattered to ``[B, T]``."""
+    values: Tensor = value_head(flat_states[index[mask]]).float()
+    return values.new_zeros(mask.shape).index_put((mask,), values)

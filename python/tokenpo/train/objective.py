@@ -2,7 +2,7 @@
 
 Besides the loss itself, the objective says what the forward pass must provide: reference
 log-probs (every loss but simpo and sft), full-vocabulary logits of policy and reference
-(tdpo), or the policy's hidden states (tbpo_q's value head).
+(tdpo), or tbpo_q's value head at the policy's hidden states.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from tokenpo import losses
 from tokenpo.data.collate import PackedBatch
@@ -23,7 +22,6 @@ __all__ = ["Objective", "build_objective", "objective_names", "pair_logps"]
 
 _REFERENCE_FREE = frozenset({"simpo", "sft"})
 _NEEDS_LOGITS = frozenset({"tdpo"})
-_NEEDS_HIDDEN = frozenset({"tbpo_q"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,13 +33,12 @@ class Objective:
     needs_reference: bool
     needs_logits: bool
     """Full-vocabulary log-softmax of policy and (live) reference: tdpo."""
-    needs_hidden: bool
-    """Policy hidden states: tbpo_q."""
     needs_rejected: bool
     """Whether the rejected completions are scored at all (not for sft, which reads only the
     chosen side: leaving them out of the batch saves their forward and backward)."""
-    module: nn.Module | None
-    """Trainable parameters of the loss itself (tbpo_q's value head), or ``None``."""
+    value_head: losses.ValueHead | None
+    """The loss's trainable parameters, or ``None``: tbpo_q's value head, which the policy's
+    forward applies to its hidden states."""
 
     def __call__(self, batch: PairLogps) -> LossOutput:
         """The loss of ``batch`` and its metrics."""
@@ -71,9 +68,8 @@ def build_objective(name: str, params: Mapping[str, Any], *, hidden_size: int) -
         loss=loss,
         needs_reference=family not in _REFERENCE_FREE,
         needs_logits=family in _NEEDS_LOGITS,
-        needs_hidden=family in _NEEDS_HIDDEN,
         needs_rejected=name != "sft",
-        module=losses.trainable_module(loss),
+        value_head=losses.trainable_module(loss),
     )
 
 
@@ -136,6 +132,6 @@ def pair_logps(
         policy_rejected_logits=policy.rejected_logits,
         ref_chosen_logits=None if reference is None else reference.chosen_logits,
         ref_rejected_logits=None if reference is None else reference.rejected_logits,
-        chosen_hidden=policy.chosen_hidden,
-        rejected_hidden=policy.rejected_hidden,
+        chosen_value=policy.chosen_value,
+        rejected_value=policy.rejected_value,
     )

@@ -19,6 +19,7 @@ from torch.distributed.fsdp import fully_shard
 from tokenpo.data.dataset import PairDataset, file_sha256
 from tokenpo.data.sampler import CurriculumSampler
 from tokenpo.exceptions import ConfigError, InputError
+from tokenpo.losses import ValueHead
 from tokenpo.models import load_causal_lm
 from tokenpo.train.config import TrainConfig
 from tokenpo.train.distributed import World, shard_model
@@ -101,9 +102,9 @@ def build_components(config: TrainConfig, world: World) -> Components:
         _checkpoint_blocks(model)
     policy = CompletionScorer(model)
     trained = nn.ModuleDict({"policy": policy})
-    if objective.module is not None:
-        trained["loss"] = objective.module
-    _place(config, world, policy, reference, objective.module)
+    if objective.value_head is not None:
+        trained["value_head"] = objective.value_head
+    _place(config, world, policy, reference, objective.value_head)
 
     sampler = _sampler(config, world, train_data)
     total_steps = config.schedule.max_steps or config.schedule.epochs * len(sampler)
@@ -187,10 +188,10 @@ def _place(
     world: World,
     policy: CompletionScorer,
     reference: CompletionScorer | None,
-    loss_module: nn.Module | None,
+    value_head: ValueHead | None,
 ) -> None:
     """Moves everything to the device and, with several ranks, shards it with FSDP2."""
-    for module in (policy, reference, loss_module):
+    for module in (policy, reference, value_head):
         if module is not None:
             module.to(world.device)
     if not world.distributed:
@@ -204,8 +205,8 @@ def _place(
                 mixed_precision=config.model.mixed_precision,
                 backend=backend,
             )
-    if loss_module is not None:
-        fully_shard(loss_module)
+    if value_head is not None:
+        fully_shard(value_head)
 
 
 def _sampler(config: TrainConfig, world: World, data: PairDataset) -> CurriculumSampler:

@@ -69,7 +69,7 @@ def run_pairs(
         precision = torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast)
         with torch.set_grad_enabled(backward), precision:
             scores = policy.score(
-                batch, logits=objective.needs_logits, hidden=objective.needs_hidden
+                batch, logits=objective.needs_logits, value_head=objective.value_head
             )
             with torch.no_grad():
                 ref_scores = (

@@ -185,7 +185,7 @@ def train_method_command(
     seed: Annotated[int, typer.Option()] = 0,
     steps: Annotated[int, typer.Option(min=1)] = 60,
     batch_size: Annotated[int, typer.Option(min=1)] = 16,
-    val_every: Annotated[int, typer.Option(min=1)] = 10,
+    val_every: Annotated[int, typer.Option(min=1)] = 30,
     device: DeviceOption = "auto",
 ) -> None:
     """Train one method from the SFT model on the pairs (resumes its last checkpoint)."""

@@ -96,7 +96,7 @@ class TrainSettings:
     """Optimizer steps."""
     batch_size: int = 16
     """Pairs per step."""
-    val_every: int = 10
+    val_every: int = 30
     """Validate every this many steps."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """``run.device``."""

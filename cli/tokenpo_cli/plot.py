@@ -42,7 +42,11 @@ def plot_command(
     ] = None,
     labels: Annotated[
         list[str] | None,
-        typer.Option("--label", help="A legend label per run, in order (repeatable)."),
+        typer.Option(
+            "--label",
+            help="A legend label per run, in order (repeatable). Runs with the same label "
+            "share one colour and one legend entry (the seeds of a method, say).",
+        ),
     ] = None,
     smooth_window: Annotated[
         int,
@@ -55,13 +59,14 @@ def plot_command(
 ) -> None:
     """Draw the training and validation curves of runs, one panel per metric, x = step.
 
-    One line per run; a metric a run did not log is left out of its panel. Validation
-    curves are drawn unsmoothed: each point is already a mean over the validation set.
+    One line per run, one colour per label; a metric a run did not log is left out of its
+    panel. Validation curves are drawn unsmoothed: each point is already a mean over the
+    validation set.
     """
     _check_format(out_path)
     runs = read_runs(run_dirs, labels or ())
     chosen = plotted_metrics(runs, metrics or ())
-    figure = _figure(runs, chosen, smooth_window)
+    figure = curves_figure(runs, chosen, smooth_window)
     try:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(out_path, dpi=120)
@@ -84,7 +89,9 @@ def _check_format(path: Path) -> None:
         )
 
 
-def _figure(runs: list[RunCurves], metrics: list[str], smooth_window: int) -> Figure:
+def curves_figure(runs: list[RunCurves], metrics: list[str], smooth_window: int) -> Figure:
+    """One panel per metric, one colour per distinct run label, a legend entry per label."""
+    colors = _label_colors(runs)
     columns = min(_COLUMNS, len(metrics))
     rows = math.ceil(len(metrics) / columns)
     # A bare Figure on the Agg canvas: no pyplot, so no global state and no GUI backend.
@@ -94,27 +101,29 @@ def _figure(runs: list[RunCurves], metrics: list[str], smooth_window: int) -> Fi
     FigureCanvasAgg(figure)
     panels = figure.subplots(rows, columns, squeeze=False).flat
     for panel, metric in zip(panels, metrics, strict=False):
-        _panel(panel, runs, metric, smooth_window)
+        _panel(panel, runs, metric, smooth_window, colors)
     for panel in list(panels)[len(metrics) :]:
         panel.set_visible(False)
-    handles = [Line2D([], [], color=_color(index)) for index in range(len(runs))]
+    handles = [Line2D([], [], color=color) for color in colors.values()]
     figure.legend(
         handles,
-        [run.label for run in runs],
+        list(colors),
         loc="outside upper center",
-        ncols=min(len(runs), 4),
+        ncols=min(len(colors), 5),
         title=f"moving average over {smooth_window} points" if smooth_window > 1 else None,
     )
     return figure
 
 
-def _panel(axes: Axes, runs: list[RunCurves], metric: str, smooth_window: int) -> None:
+def _panel(
+    axes: Axes, runs: list[RunCurves], metric: str, smooth_window: int, colors: dict[str, str]
+) -> None:
     validation = metric.startswith("val/")
-    for index, run in enumerate(runs):
+    for run in runs:
         series = run.series.get(metric)
         if series is None:
             continue
-        color = _color(index)
+        color = colors[run.label]
         if validation:
             axes.plot(series.steps, series.values, color=color, marker="o", markersize=3)
         elif smooth_window > 1:
@@ -123,10 +132,12 @@ def _panel(axes: Axes, runs: list[RunCurves], metric: str, smooth_window: int) -
         else:
             axes.plot(series.steps, series.values, color=color)
     axes.set(title=metric, xlabel="step")
+    axes.ticklabel_format(axis="y", useOffset=False)  # a constant lr reads 5e-05, not 0 + 5e-05
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.grid(alpha=0.3)
 
 
-def _color(index: int) -> str:
-    """The run's colour, the same in every panel."""
-    return f"C{index % 10}"
+def _label_colors(runs: list[RunCurves]) -> dict[str, str]:
+    """Each distinct label's colour, in order of first appearance, the same in every panel."""
+    labels = dict.fromkeys(run.label for run in runs)
+    return {label: f"C{index % 10}" for index, label in enumerate(labels)}

@@ -21,7 +21,7 @@ from tokenpo.train.config import load_config
 from tokenpo.train.export import export_checkpoint
 from tokenpo.train.loop import train
 from tokenpo.train.plot import plotted_metrics, read_curves, read_runs, smooth
-from tokenpo_cli.plot import plot_command
+from tokenpo_cli.plot import curves_figure, plot_command
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -186,6 +186,14 @@ def test_plot_of_two_runs_writes_a_png(run_dir: Path, tmp_path: Path) -> None:
     data = image.read_bytes()
     assert data.startswith(_PNG_SIGNATURE)
     assert len(data) > 10_000
+
+
+def test_runs_sharing_a_label_share_a_colour_and_a_legend_entry(run_dir: Path) -> None:
+    runs = read_runs([run_dir, run_dir, run_dir], ["dpo", "tabpo", "dpo"])
+    figure = curves_figure(runs, ["loss"], smooth_window=1)
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == ["dpo", "tabpo"]
+    colors = [line.get_color() for line in figure.axes[0].get_lines()]
+    assert colors[0] == colors[2] != colors[1]
 
 
 def test_cli_plot_of_an_unknown_metric_lists_the_available_ones(

@@ -204,10 +204,12 @@ def pipeline_toml(plan: DemoPlan, *, workdir: str = ".") -> str:
         )
     )  # fmt: skip
     runs = [f"runs/{run_name(name, seed)}" for seed in plan.seeds for name in plan.methods]
+    # One colour per method (its seeds alike); batch-to-batch noise smoothed over 5 steps.
+    labels = [arg for _ in plan.seeds for name in plan.methods for arg in ("--label", name)]
     text.append(
         _stage(
             "curves",
-            ["tokenpo", "plot", *runs, "--out", "report/curves.png"],
+            ["tokenpo", "plot", *runs, *labels, "--smooth", "5", "--out", "report/curves.png"],
             [f"{run}/final/config.json" for run in runs],
             ["report/curves.png"],
         )

@@ -109,7 +109,7 @@ def curves_figure(runs: list[RunCurves], metrics: list[str], smooth_window: int)
         handles,
         list(colors),
         loc="outside upper center",
-        ncols=min(len(colors), 5),
+        ncols=min(len(colors), 2 * columns),  # fits the figure width
         title=f"moving average over {smooth_window} points" if smooth_window > 1 else None,
     )
     return figure
@@ -132,9 +132,19 @@ def _panel(
         else:
             axes.plot(series.steps, series.values, color=color)
     axes.set(title=metric, xlabel="step")
-    axes.ticklabel_format(axis="y", useOffset=False)  # a constant lr reads 5e-05, not 0 + 5e-05
+    _widen_flat(axes)
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.grid(alpha=0.3)
+
+
+def _widen_flat(axes: Axes) -> None:
+    """A (nearly) constant panel, like a constant lr, gets ±10 % around its value: otherwise
+    the y axis zooms into rounding noise and labels ticks 5e-05 + 1e-16."""
+    low, high = axes.get_ylim()
+    scale = max(abs(low), abs(high))
+    if high - low <= 1e-9 * scale:
+        middle = (low + high) / 2
+        axes.set_ylim(middle - 0.1 * scale, middle + 0.1 * scale)
 
 
 def _label_colors(runs: list[RunCurves]) -> dict[str, str]:

@@ -196,6 +196,21 @@ def test_runs_sharing_a_label_share_a_colour_and_a_legend_entry(run_dir: Path) -
     assert colors[0] == colors[2] != colors[1]
 
 
+def test_a_constant_metric_with_rounding_noise_gets_a_readable_axis(tmp_path: Path) -> None:
+    directories = []
+    for name, lr in (("exact", 5e-5), ("rounded", 5e-5 * (1 + 1e-12))):
+        directory = tmp_path / name
+        directory.mkdir()
+        lines = [json.dumps({"step": step, "lr": lr}) for step in (1, 2, 3)]
+        (directory / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+        directories.append(directory)
+    figure = curves_figure(read_runs(directories), ["lr"], smooth_window=1)
+    low, high = figure.axes[0].get_ylim()
+    # ±10 %, not a window onto the rounding.
+    assert low < 4.6e-5
+    assert high > 5.4e-5
+
+
 def test_cli_plot_of_an_unknown_metric_lists_the_available_ones(
     run_dir: Path, tmp_path: Path
 ) -> None:

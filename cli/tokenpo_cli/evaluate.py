@@ -126,20 +126,21 @@ def eval_command(
     )
     # Several models without --verbose: one comparison table instead of each one's tables.
     compare = len(models) > 1 and not verbose
-    evaluated = []
+    evaluated, payload = [], []
     for index, model in enumerate(models):
         result = _evaluate_one(model, data, pairs, reference, tokenizer, options)
+        record = result.to_dict()
         out_path = out_paths[index] if out_paths else None
         if out_path is not None:
-            _write(result.to_dict(), out_path)
+            _write(record, out_path)
         if not as_json and not compare:
             for renderable in _tables(result, verbose=verbose):
                 out.print(renderable)
         if out_path is not None:
             note(Text(f"results written to {out_path}"))
         evaluated.append(result)
+        payload.append(record)
     if as_json:
-        payload = [result.to_dict() for result in evaluated]
         text = json.dumps(
             payload[0] if len(payload) == 1 else payload, indent=2, ensure_ascii=False
         )

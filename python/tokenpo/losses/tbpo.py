@@ -100,11 +100,6 @@ class _TBPOParams:
             metrics=metrics,
         )
 
-    def scaled_log_ratio(self, side: Side) -> Tensor:
-        """``β ρ_t``, ``[B, T]``, without autograd (for statistics and regression targets)."""
-        with torch.no_grad():
-            return self.beta * (side.policy - side.need("ref", by=self.name))
-
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class TBPOA(_TBPOParams, PairLoss):

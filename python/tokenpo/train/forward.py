@@ -138,10 +138,15 @@ def _side_scores(
     token_logits = head(flat_states[index[mask]]).float()
     targets = ids[mask].unsqueeze(-1)
     values = token_logits.gather(-1, targets).squeeze(-1) - token_logits.logsumexp(-1)
-    return values.new_zeros(mask.shape).index_put((mask,), values), None
+    return _on_grid(values, mask), None
 
 
 def _side_values(flat_states: Tensor, value_head: ValueHead, index: Tensor, mask: Tensor) -> Tensor:
     """The value head at the real tokens' states, ``[N, H] -> [N]``, scattered to ``[B, T]``."""
     values: Tensor = value_head(flat_states[index[mask]]).float()
+    return _on_grid(values, mask)
+
+
+def _on_grid(values: Tensor, mask: Tensor) -> Tensor:
+    """Per-token ``values`` of the real tokens ``[N]`` on the padded ``[B, T]`` grid, 0 off it."""
     return values.new_zeros(mask.shape).index_put((mask,), values)

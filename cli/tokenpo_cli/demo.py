@@ -112,7 +112,7 @@ def sft_command(
     out_dir: Annotated[Path, typer.Option("--out", help="The SFT run's directory.")],
     target_f1: Annotated[float, typer.Option(help="Stop at this validation joint F1.")] = 0.45,
     increment: Annotated[int, typer.Option(min=1, help="Steps between checks.")] = 500,
-    max_steps: Annotated[int, typer.Option(min=1, help="Stop here regardless.")] = 1500,
+    max_steps: Annotated[int, typer.Option(min=1, help="Stop here regardless.")] = 2000,
     lr: Annotated[float, typer.Option(help="Learning rate, constant after the warmup.")] = 3e-3,
     warmup_steps: Annotated[int, typer.Option(min=0, help="Steps of linear warmup.")] = 100,
     batch_size: Annotated[int, typer.Option(min=1)] = 16,
@@ -248,15 +248,25 @@ def _cell(item: dict[str, float | None], percent: bool = False) -> str:
     return f"{mean:.3f}" if not std else f"{mean:.3f} ± {std:.3f}"
 
 
+_COLUMNS = {
+    "joint_f1": "joint F1",
+    "code_f1": "code F1",
+    "subcode_f1": "subcode F1",
+    "span_f1": "span F1",
+    "held_out_recall": "held-out recall",
+    "json_validity": "JSON valid",
+    "chosen_drift": "chosen drift",
+}
+"""The report table's metrics (:data:`tokenpo.demo.report.METRICS`) and their headings."""
+
+
 def _print_report(results: dict[str, object]) -> None:
     summaries = results["summaries"]
     assert isinstance(summaries, dict)
     table = Table(title="tokenpo demo: test split")
-    columns = ("joint F1", "code F1", "subcode F1", "span F1", "JSON valid", "chosen drift")
-    for column in ("model", *columns, "joint vs SFT"):
+    for column in ("model", *_COLUMNS.values(), "joint vs SFT"):
         table.add_column(column, justify="left" if column == "model" else "right")
-    metrics = ("joint_f1", "code_f1", "subcode_f1", "span_f1", "json_validity", "chosen_drift")
     for model, row in summaries.items():
         change = row.get("relative_joint_f1", {"mean": None})
-        table.add_row(model, *(_cell(row[m]) for m in metrics), _cell(change, percent=True))
+        table.add_row(model, *(_cell(row[m]) for m in _COLUMNS), _cell(change, percent=True))
     out.print(table)

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from tokenpo.demo import aggregate, collect_report, relative_change
+from tokenpo.demo.report import METRICS, held_out_recall
+from tokenpo.synthetic.task import Annotation, to_json
+from tokenpo_cli.demo import _COLUMNS
 
 
 def test_aggregate_gives_mean_and_sample_std_over_seeds() -> None:
@@ -33,6 +36,26 @@ def test_relative_change_is_none_without_a_baseline() -> None:
     assert relative_change(None, 0.5) is None
 
 
+def test_held_out_recall_counts_exact_hits_on_held_out_gold_only() -> None:
+    refill = Annotation("medication", "refill_request", "my zolpril")
+    side = Annotation("medication", "side_effect", "the zolpril")
+    visit = Annotation("scheduling", "cancel", "my appointment on May 3")
+    rows = [
+        {"gold": to_json([refill, side]), "held_out_spans": [True, False]},
+        {"gold": to_json([visit, side]), "held_out_spans": [True, True]},
+        {"gold": to_json([refill]), "held_out_spans": [True]},  # not evaluated
+    ]
+    wrong_span = Annotation("medication", "side_effect", "zolpril")
+    completions = [to_json([wrong_span, refill]), '[{"code": "medication"']
+    assert held_out_recall(rows, completions) == pytest.approx(1 / 3)
+    assert held_out_recall(rows[:1], [to_json([side])]) == 0.0
+    assert held_out_recall([{"gold": to_json([side]), "held_out_spans": [False]}], ["[]"]) is None
+
+
+def test_the_report_table_has_a_column_per_metric() -> None:
+    assert tuple(_COLUMNS) == METRICS
+
+
 def _eval(path: Path, joint: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     score = {"f1": joint}
@@ -43,10 +66,13 @@ def _eval(path: Path, joint: float) -> None:
         "span": {"f1": 0.7},
         "json_validity": 1.0,
     }
-    path.write_text(json.dumps({"structured": structured}))
+    path.write_text(json.dumps({"structured": structured, "completions": ["[]"]}))
 
 
 def test_collect_report_reads_the_evals_and_the_drift(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    gold = {"gold": to_json([Annotation("symptom", "new_symptom", "hives")])}
+    (tmp_path / "data" / "test.jsonl").write_text(json.dumps({**gold, "held_out_spans": [True]}))
     _eval(tmp_path / "sft" / "test_eval.json", 0.5)
     _eval(tmp_path / "runs" / "tabpo-s0" / "test_eval.json", 0.6)
     _eval(tmp_path / "runs" / "tabpo-s1" / "test_eval.json", 0.5)
@@ -59,6 +85,7 @@ def test_collect_report_reads_the_evals_and_the_drift(tmp_path: Path) -> None:
     assert tabpo["joint_f1"]["mean"] == pytest.approx(0.55)
     assert tabpo["relative_joint_f1"]["mean"] == pytest.approx(0.1)
     assert tabpo["chosen_drift"] == {"mean": -2.5, "std": 0.0, "n": 1}
+    assert tabpo["held_out_recall"] == {"mean": 0.0, "std": 0.0, "n": 2}
     assert results["summaries"]["sft"]["relative_joint_f1"]["mean"] == 0.0
     assert [seed["seed"] for seed in results["per_seed"]["tabpo"]] == [0.0, 1.0]
     written = json.loads((tmp_path / "report" / "results.json").read_text())

@@ -26,7 +26,7 @@ class DataSizes:
     """How many messages each split holds."""
 
     train: int = 24_000
-    """Training messages: SFT's 1500 steps of 16 see each about once (on a small split the
+    """Training messages: SFT's 2000 steps of 16 see each one or two times (on a small split the
     model memorizes messages instead of learning to copy spans); the preference pairs come
     from the first few hundred."""
     validation: int = 200

@@ -28,7 +28,7 @@ class DemoPlan:
     """SFT stops once validation joint micro-F1 reaches this..."""
     sft_increment: int = 500
     """...checked every this many steps..."""
-    sft_max_steps: int = 1500
+    sft_max_steps: int = 2000
     """...or at this many steps."""
     sft_lr: float = 3e-3
     """SFT's learning rate, constant after..."""

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tokenpo.demo.methods import method_names
+from tokenpo.synthetic import parse_annotations
 
 __all__ = [
     "METRICS",
@@ -19,13 +20,37 @@ __all__ = [
     "aggregate",
     "chosen_drift",
     "collect_report",
+    "held_out_recall",
     "relative_change",
     "summaries_to_dict",
     "summarize",
 ]
 
-METRICS = ("joint_f1", "code_f1", "subcode_f1", "span_f1", "json_validity", "chosen_drift")
+METRICS = (
+    "joint_f1",
+    "code_f1",
+    "subcode_f1",
+    "span_f1",
+    "held_out_recall",
+    "json_validity",
+    "chosen_drift",
+)
 """The report's columns, per model and seed."""
+
+
+def held_out_recall(rows: Sequence[Mapping[str, Any]], completions: Sequence[str]) -> float | None:
+    """The share of gold annotations whose span holds held-out slot values (the rows'
+    ``held_out_spans`` flags) that a completion got exactly right: code, subcode and span.
+    ``completions`` answer the first rows in order. None when no such annotation is scored."""
+    found = total = 0
+    for row, completion in zip(rows, completions, strict=False):
+        predicted = set(parse_annotations(completion) or ())
+        gold = parse_annotations(row["gold"]) or []
+        for annotation, held_out in zip(gold, row.get("held_out_spans", ()), strict=True):
+            if held_out:
+                total += 1
+                found += annotation in predicted
+    return found / total if total else None
 
 
 def chosen_drift(run_dir: Path) -> float | None:
@@ -93,13 +118,16 @@ def summaries_to_dict(summaries: Mapping[str, Mapping[str, Summary]]) -> dict[st
     }
 
 
-def _metrics_of(eval_result: Mapping[str, Any], run_dir: Path | None) -> dict[str, float | None]:
+def _metrics_of(
+    eval_result: Mapping[str, Any], run_dir: Path | None, test_rows: Sequence[Mapping[str, Any]]
+) -> dict[str, float | None]:
     structured = eval_result["structured"]
     return {
         "joint_f1": structured["joint"]["f1"],
         "code_f1": structured["code"]["f1"],
         "subcode_f1": structured["subcode"]["f1"],
         "span_f1": structured["span"]["f1"],
+        "held_out_recall": held_out_recall(test_rows, eval_result["completions"]),
         "json_validity": structured["json_validity"],
         "chosen_drift": None if run_dir is None else chosen_drift(run_dir),
     }
@@ -107,9 +135,11 @@ def _metrics_of(eval_result: Mapping[str, Any], run_dir: Path | None) -> dict[st
 
 def collect_report(workdir: Path) -> dict[str, Any]:
     """Reads the test evals, ``workdir/sft/test_eval.json`` and
-    ``workdir/runs/{method}-s{seed}/test_eval.json``, and the runs' ``metrics.jsonl``; writes
-    ``workdir/report/results.json`` (per seed and mean ± std, with the relative change of
-    joint F1 over SFT)."""
+    ``workdir/runs/{method}-s{seed}/test_eval.json``, the test split ``workdir/data/test.jsonl``
+    and the runs' ``metrics.jsonl``; writes ``workdir/report/results.json`` (per seed and
+    mean ± std, with the relative change of joint F1 over SFT)."""
+    test_lines = (workdir / "data" / "test.jsonl").read_text().splitlines()
+    test_rows = [json.loads(line) for line in test_lines]
     per_seed: dict[str, list[dict[str, float | None]]] = {}
     paths = [workdir / "sft" / "test_eval.json", *sorted(workdir.glob("runs/*/test_eval.json"))]
     for path in paths:
@@ -117,7 +147,7 @@ def collect_report(workdir: Path) -> dict[str, Any]:
             continue
         name, _, seed = path.parent.name.rpartition("-s")
         run_dir = path.parent if name else None
-        metrics = _metrics_of(json.loads(path.read_text()), run_dir)
+        metrics = _metrics_of(json.loads(path.read_text()), run_dir, test_rows)
         seed_value = float(seed) if name else None
         per_seed.setdefault(name or "sft", []).append({**metrics, "seed": seed_value})
     # The SFT model first, then the methods in the table's order, each by seed.

@@ -220,22 +220,39 @@ def report_command(
 
 
 def _plot_joint_f1(summaries: dict[str, dict[str, dict[str, float | None]]], path: Path) -> None:
-    """A PNG bar chart of each model's mean joint micro-F1 with ± std error bars."""
+    """A PNG of two bar charts with ± std error bars: each model's mean joint micro-F1, and
+    each trained model's change over the SFT model in points, where the methods differ."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     models = list(summaries)
     means = [summaries[model]["joint_f1"]["mean"] or 0.0 for model in models]
     stds = [summaries[model]["joint_f1"]["std"] or 0.0 for model in models]
-    figure = Figure(figsize=(max(4.0, 0.8 * len(models) + 1), 3.5), layout="constrained")
+    width = max(4.0, 0.8 * len(models) + 1)
+    figure = Figure(figsize=(width, 6.5), layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    axes.bar(models, means, yerr=stds, capsize=4, color="tab:blue")
-    axes.set_ylabel("joint micro-F1 (test)")
+    absolute, change = figure.subplots(2, 1)
+    absolute.bar(models, means, yerr=stds, capsize=4, color="tab:blue")
+    absolute.set_ylabel("joint micro-F1 (test)")
     # From zero, but no higher than the tallest bar needs: small F1s stay comparable.
     top = max((mean + std for mean, std in zip(means, stds, strict=True)), default=0.0)
-    axes.set_ylim(0, min(1.0, 1.15 * top) if top > 0 else 1.0)
-    axes.tick_params(axis="x", labelrotation=30)
+    absolute.set_ylim(0, min(1.0, 1.15 * top) if top > 0 else 1.0)
+    baseline = summaries.get("sft", {}).get("joint_f1", {}).get("mean")
+    trained = [index for index, model in enumerate(models) if model != "sft"]
+    if baseline is not None and trained:
+        change.bar(
+            [models[index] for index in trained],
+            [100 * (means[index] - baseline) for index in trained],
+            yerr=[100 * stds[index] for index in trained],
+            capsize=4,
+            color="tab:green",
+        )
+        change.axhline(0, color="black", linewidth=0.8)
+        change.set_ylabel("joint F1 change over SFT (points)")
+    else:
+        change.set_axis_off()
+    for axes in (absolute, change):
+        axes.tick_params(axis="x", labelrotation=30)
     figure.savefig(path, dpi=120)
 
 

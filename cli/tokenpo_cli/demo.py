@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
+from rich import box
 from rich.table import Table
 
 from tokenpo.exceptions import ConfigError
@@ -256,23 +257,25 @@ def _plot_joint_f1(summaries: dict[str, dict[str, dict[str, float | None]]], pat
     figure.savefig(path, dpi=120)
 
 
-def _cell(item: dict[str, float | None], percent: bool = False) -> str:
+def _cell(item: dict[str, float | None], style: str = ".3f") -> str:
+    """``mean`` in ``style`` (a format spec; ``%`` shows a change in percent), with the std
+    below it: narrow enough for an 80-column terminal."""
     mean, std = item.get("mean"), item.get("std")
     if mean is None:
         return "—"
-    if percent:
+    if style == "%":
         return f"{100 * mean:+.1f}%"
-    return f"{mean:.3f}" if not std else f"{mean:.3f} ± {std:.3f}"
+    return f"{mean:{style}}" if not std else f"{mean:{style}}\n±{std:.3f}"
 
 
 _COLUMNS = {
-    "joint_f1": "joint F1",
-    "code_f1": "code F1",
-    "subcode_f1": "subcode F1",
-    "span_f1": "span F1",
-    "held_out_recall": "held-out recall",
-    "json_validity": "JSON valid",
-    "chosen_drift": "chosen drift",
+    "joint_f1": "joint",
+    "code_f1": "code",
+    "subcode_f1": "subcode",
+    "span_f1": "span",
+    "held_out_recall": "held-out",
+    "json_validity": "JSON",
+    "chosen_drift": "drift",
 }
 """The report table's metrics (:data:`tokenpo.demo.report.METRICS`) and their headings."""
 
@@ -280,10 +283,19 @@ _COLUMNS = {
 def _print_report(results: dict[str, object]) -> None:
     summaries = results["summaries"]
     assert isinstance(summaries, dict)
-    table = Table(title="tokenpo demo: test split")
-    for column in ("model", *_COLUMNS.values(), "joint vs SFT"):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    table = Table(
+        title="tokenpo demo: test split",
+        caption="micro-F1 (joint, code, subcode, span), exact recall of held-out spans, "
+        "JSON validity, chosen log-prob drift (nats), joint F1 change over SFT",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 0),
+        pad_edge=False,
+    )
+    table.add_column("model", no_wrap=True)
+    for column in (*_COLUMNS.values(), "vs SFT"):
+        table.add_column(column, justify="right", no_wrap=True)
     for model, row in summaries.items():
+        cells = [_cell(row[m], "+.3f" if m == "chosen_drift" else ".3f") for m in _COLUMNS]
         change = row.get("relative_joint_f1", {"mean": None})
-        table.add_row(model, *(_cell(row[m]) for m in _COLUMNS), _cell(change, percent=True))
+        table.add_row(model, *cells, _cell(change, "%"))
     out.print(table)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from tokenpo.demo import aggregate, collect_report, relative_change
-from tokenpo.demo.report import METRICS, held_out_recall
+from tokenpo.demo.report import METRICS, held_out_recall, summaries_to_dict
 from tokenpo.synthetic.task import Annotation, to_json
-from tokenpo_cli.demo import _COLUMNS
+from tokenpo_cli.demo import _COLUMNS, _print_report
 
 
 def test_aggregate_gives_mean_and_sample_std_over_seeds() -> None:
@@ -54,6 +54,24 @@ def test_held_out_recall_counts_exact_hits_on_held_out_gold_only() -> None:
 
 def test_the_report_table_has_a_column_per_metric() -> None:
     assert tuple(_COLUMNS) == METRICS
+
+
+def test_the_report_table_fits_80_columns_with_every_model_and_std(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    seed = {**dict.fromkeys(METRICS, 0.5), "relative_joint_f1": 0.04}
+    per_seed = {
+        "sft_continued": [seed],
+        "tabpo": [{**seed, "chosen_drift": 0.8}, {**seed, "chosen_drift": 0.9}],
+    }
+    summaries = aggregate(per_seed, (*METRICS, "relative_joint_f1"))
+    _print_report({"summaries": summaries_to_dict(summaries)})
+    printed = capsys.readouterr().out
+    assert max(len(line) for line in printed.splitlines()) <= 80, printed
+    for cell in ("sft_continued", "+0.850", "±0.071", "+4.0%"):
+        assert cell in printed, printed
+    assert "…" not in printed, printed
 
 
 def _eval(path: Path, joint: float) -> None:

@@ -252,8 +252,10 @@ def _comparison(results: list[EvalResult]) -> Table:
     table = Table(title=Text(f"{len(results)} models on {results[0].data}"), title_justify="left")
     columns = ["model", "JSON valid", "code F1", "subcode F1", "span F1", "joint F1"]
     with_pairs = results[0].pairwise is not None
-    for column in [*columns, "pairwise acc."] if with_pairs else columns:
-        table.add_column(column, justify="left" if column == "model" else "right")
+    # A long model path folds onto more lines: its end, which tells the runs apart, stays.
+    table.add_column("model", overflow="fold")
+    for column in [*columns[1:], "pairwise acc."] if with_pairs else columns[1:]:
+        table.add_column(column, justify="right")
     for result in results:
         scores = result.structured
         cells = [f"{scores.json_validity:.1%}"]

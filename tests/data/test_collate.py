@@ -12,8 +12,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
+from tiny_models import TINY_LLAMA_SIZES, tiny_llama_config
 from tokenpo.data.collate import collate
 from tokenpo.data.dataset import PairRows, Ragged
 from tokenpo.exceptions import InputError
@@ -64,18 +65,10 @@ def make_rows(pairs: list[tuple[list[int], list[int], list[int]]]) -> PairRows:
 def model(request: pytest.FixtureRequest) -> torch.nn.Module:
     """A transformers Llama built from a config, and the built-in GPT (with GQA both)."""
     torch.manual_seed(0)
-    sizes = {
-        "vocab_size": VOCAB,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 128,
-    }
+    sizes = {**TINY_LLAMA_SIZES, "max_position_embeddings": 128}
     if request.param == "gpt":
-        return GPT.from_config(GPTConfig(**sizes)).eval()
-    return LlamaForCausalLM(LlamaConfig(**sizes, attn_implementation="sdpa")).eval()
+        return GPT.from_config(GPTConfig(vocab_size=VOCAB, **sizes)).eval()
+    return LlamaForCausalLM(tiny_llama_config(VOCAB, **sizes, attn_implementation="sdpa")).eval()
 
 
 def alone_logps(model: torch.nn.Module, prompt: list[int], completion: list[int]) -> torch.Tensor:

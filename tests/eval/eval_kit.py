@@ -7,10 +7,11 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 from torch import nn
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 import tokenpo
 from prep_data import make_pairs, write_rows
+from tiny_models import tiny_llama_config
 from tokenpo.models import GPT, GPTConfig
 from tokenpo.synthetic.task import generate_task, train_task_tokenizer, write_split
 
@@ -28,16 +29,7 @@ def tiny_gpt(vocab_size: int, seed: int = 0) -> GPT:
 
 
 def tiny_llama(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        initializer_range=0.2,
-    )
+    config = tiny_llama_config(vocab_size, max_position_embeddings=512, initializer_range=0.2)
     torch.manual_seed(seed)
     return LlamaForCausalLM(config).eval()
 

@@ -9,22 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 from models_testkit import llama_twin, prefix_sharing_batch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
+from tiny_models import tiny_llama_config
 from tokenpo.exceptions import ConfigError, InputError
 from tokenpo.models import GPT, GPTConfig, load_causal_lm, model_family
 
 
 @pytest.fixture
 def llama_config_file(tmp_path: Path) -> Path:
-    config = LlamaConfig(
-        vocab_size=40,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
+    config = tiny_llama_config(40)
     config.save_pretrained(tmp_path / "llama")
     return tmp_path / "llama" / "config.json"
 

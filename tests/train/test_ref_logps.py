@@ -16,11 +16,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 import tokenpo
 from cli_runner import run_tokenpo
 from prep_data import make_pairs, train_tokenizer, write_rows
+from tiny_models import tiny_llama_config
 from tokenpo.data.dataset import PairDataset, file_sha256
 from tokenpo.data.shards import read_shard
 from tokenpo.exceptions import ConfigError, InputError, TokenizerError
@@ -43,15 +44,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def save_llama(directory: Path, *, vocab_size: int, seed: int, tokenizer: Path | None) -> Path:
     """A tiny Llama saved with save_pretrained, with ``tokenizer`` copied beside it."""
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
+    config = tiny_llama_config(vocab_size, max_position_embeddings=256)
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(directory)
     if tokenizer is not None:

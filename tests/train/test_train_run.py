@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 from train_kit import TINY_GPT, losses_of, prepared, run_config
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
+from tiny_models import tiny_llama_config
 from tokenpo.data.collate import collate
 from tokenpo.data.dataset import PairDataset
 from tokenpo.exceptions import ConfigError, InputError
@@ -61,14 +62,7 @@ def test_every_objective_trains_and_exports(
 def test_export_gives_the_trainers_log_probs_for_a_transformers_llama(
     tmp_path: Path, shards: Path
 ) -> None:
-    model_config = LlamaConfig(
-        vocab_size=600,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
+    model_config = tiny_llama_config(600)
     model_config.save_pretrained(tmp_path / "llama")
     config_path = run_config(
         tmp_path,
@@ -149,15 +143,7 @@ def test_stored_reference_log_probs_give_the_losses_of_a_live_reference(tmp_path
     shards = prepared(tmp_path / "data")
     torch.manual_seed(0)
     model_dir = tmp_path / "llama"
-    LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=600,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-        )
-    ).save_pretrained(model_dir)
+    LlamaForCausalLM(tiny_llama_config(600)).save_pretrained(model_dir)
     compute_ref_logps(shards, model_dir, RefLogpsOptions(batch_size=8))
     traces = []
     for use_stored in (False, True):

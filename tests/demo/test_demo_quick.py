@@ -64,6 +64,8 @@ def test_quick_demo_writes_every_artifact_and_resumes(tmp_path: Path) -> None:
         for seed in seeds:
             for metric in ("joint_f1", "code_f1", "subcode_f1", "span_f1", "json_validity"):
                 assert 0.0 <= seed[metric] <= 1.0, (model, metric, seed[metric])
+            # None when the few evaluated messages hold no held-out span.
+            assert seed["held_out_recall"] is None or 0.0 <= seed["held_out_recall"] <= 1.0
             if model != "sft":
                 assert math.isfinite(seed["chosen_drift"]), (model, seed)
     for image in ("joint_f1.png", "curves.png"):

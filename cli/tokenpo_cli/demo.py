@@ -99,10 +99,20 @@ def data_command(
     validation: Annotated[int, typer.Option(min=1)] = 200,
     test: Annotated[int, typer.Option(min=1)] = 200,
     seed: Annotated[int, typer.Option()] = 0,
+    task_version: Annotated[
+        int | None,
+        typer.Option(help="Refuse unless this tokenpo generates this version of the task."),
+    ] = None,
 ) -> None:
     """Generate the task's splits, its tokenizer and the gold SFT pairs."""
     from tokenpo.demo.data import DataSizes, make_data
+    from tokenpo.synthetic.task import TASK_VERSION
 
+    if task_version is not None and task_version != TASK_VERSION:
+        raise ConfigError(
+            f"--task-version {task_version} was asked for, but this tokenpo generates version "
+            f"{TASK_VERSION} of the task; run `tokenpo demo` again to rewrite its pipeline file"
+        )
     make_data(out_dir, DataSizes(train=train, validation=validation, test=test), seed=seed)
     note(f"wrote {out_dir}")
 

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from cli_runner import run_tokenpo
 from tokenpo.demo import CUDA_PLAN, DEFAULT_PLAN, QUICK_PLAN, DemoPlan, pipeline_toml, run_name
 from tokenpo.exceptions import ConfigError
 from tokenpo.pipeline import load_pipeline
+from tokenpo.synthetic.task import TASK_VERSION
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "demo.toml"
 
@@ -64,3 +66,13 @@ def test_the_gpu_plan_trains_a_larger_model_on_more_data(tmp_path: Path) -> None
     for stage in pipeline.stages:
         if "--device" in stage.run:
             assert stage.run[stage.run.index("--device") + 1] == "cuda", stage.name
+
+
+def test_the_data_stage_asks_for_this_task_version_and_refuses_another(tmp_path: Path) -> None:
+    file = tmp_path / "demo.toml"
+    file.write_text(pipeline_toml(QUICK_PLAN))
+    assert load_pipeline(file).stage("data").run[-2:] == ("--task-version", str(TASK_VERSION))
+    older = run_tokenpo("demo", "data", tmp_path / "data", "--task-version", str(TASK_VERSION - 1))
+    assert older.returncode == 2, older.stderr
+    assert "run `tokenpo demo` again" in older.stderr
+    assert not (tmp_path / "data").exists()

@@ -10,6 +10,7 @@ from typing import Literal
 
 from tokenpo.demo.data import DataSizes
 from tokenpo.demo.methods import method, method_names
+from tokenpo.synthetic.task import TASK_VERSION
 
 __all__ = ["CUDA_PLAN", "DEFAULT_PLAN", "QUICK_PLAN", "DemoPlan", "pipeline_toml", "run_name"]
 
@@ -143,7 +144,7 @@ def pipeline_toml(plan: DemoPlan, *, workdir: str = ".") -> str:
             "data",
             ["tokenpo", "demo", "data", "data", "--train", str(sizes.train),
              "--validation", str(sizes.validation), "--test", str(sizes.test),
-             "--seed", str(plan.data_seed)],
+             "--seed", str(plan.data_seed), "--task-version", str(TASK_VERSION)],
             [],
             ["data/tokenizer/tokenizer.json", "data/test.jsonl", "data/sft_pairs.jsonl"],
         )

@@ -50,6 +50,7 @@ def test_held_out_recall_counts_exact_hits_on_held_out_gold_only() -> None:
     assert held_out_recall(rows, completions) == pytest.approx(1 / 3)
     assert held_out_recall(rows[:1], [to_json([side])]) == 0.0
     assert held_out_recall([{"gold": to_json([side]), "held_out_spans": [False]}], ["[]"]) is None
+    assert held_out_recall([{"gold": to_json([refill])}], [to_json([refill])]) is None
 
 
 def test_the_report_table_has_a_column_per_metric() -> None:

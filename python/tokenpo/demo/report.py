@@ -41,12 +41,16 @@ METRICS = (
 def held_out_recall(rows: Sequence[Mapping[str, Any]], completions: Sequence[str]) -> float | None:
     """The share of gold annotations whose span holds held-out slot values (the rows'
     ``held_out_spans`` flags) that a completion got exactly right: code, subcode and span.
-    ``completions`` answer the first rows in order. None when no such annotation is scored."""
+    ``completions`` answer the first rows in order. None when no such annotation is scored
+    (rows without flags, as in data from before the flags, have none)."""
     found = total = 0
     for row, completion in zip(rows, completions, strict=False):
+        flags = row.get("held_out_spans")
+        if flags is None:
+            continue
         predicted = set(parse_annotations(completion) or ())
         gold = parse_annotations(row["gold"]) or []
-        for annotation, held_out in zip(gold, row.get("held_out_spans", ()), strict=True):
+        for annotation, held_out in zip(gold, flags, strict=True):
             if held_out:
                 total += 1
                 found += annotation in predicted

@@ -6,11 +6,10 @@ import os
 from dataclasses import dataclass
 
 import typer
-from rich.markup import escape
 
 from tokenpo.exceptions import ConfigError, InputError, TokenpoError
 from tokenpo_cli import demo, diff, evaluate, export, pipeline, plot, prep, ref_logps, stats, train
-from tokenpo_cli.console import err, set_quiet
+from tokenpo_cli.console import error, set_quiet
 
 app = typer.Typer(
     name="tokenpo",
@@ -60,9 +59,8 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         app()
-    except TokenpoError as error:
+    except TokenpoError as failure:
         if _state.debug:
             raise
-        # Escaped: messages hold text such as `tokenpo[ray]` that rich would take as markup.
-        err.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
-        raise SystemExit(2 if isinstance(error, ConfigError | InputError) else 1) from None
+        error(str(failure))
+        raise SystemExit(2 if isinstance(failure, ConfigError | InputError) else 1) from None

@@ -13,6 +13,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.text import Text
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -35,6 +36,12 @@ def note(message: object) -> None:
     """An informational line on stderr (a file written, a stage started), unless quiet."""
     if not _settings.quiet:
         err.print(message, soft_wrap=True)
+
+
+def error(message: str) -> None:
+    """One red ``error:`` line on stderr, even when quiet. The message is plain text: it quotes
+    paths and commands, whose brackets rich would otherwise take as markup."""
+    err.print(Text.assemble(("error:", "bold red"), f" {message}"), soft_wrap=True)
 
 
 def interactive() -> bool:

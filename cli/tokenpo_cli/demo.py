@@ -16,7 +16,7 @@ from rich import box
 from rich.table import Table
 
 from tokenpo.exceptions import ConfigError
-from tokenpo_cli.console import err, note, out
+from tokenpo_cli.console import err, error, note, out
 
 app = typer.Typer(
     help="Run the embedded token-critical demo: data, SFT, pairs, every method, report.",
@@ -79,7 +79,7 @@ def run_demo(
     if not summary.ok:
         failed = summary.failed
         detail = "" if failed is None else f"{failed.name}: {failed.error}"
-        err.print(f"[bold red]error:[/] the demo failed at {detail or summary.stopped}")
+        error(f"the demo failed at {detail or summary.stopped}")
         if failed is not None and failed.output:
             err.print(failed.output, markup=False)
         raise typer.Exit(1)

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,7 +16,6 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from tokenpo.exceptions import TokenpoError
 from tokenpo.pipeline import (
     BUILTIN_VARS,
     Pipeline,
@@ -28,7 +26,7 @@ from tokenpo.pipeline import (
     plan,
     run_pipeline,
 )
-from tokenpo_cli.console import err, note, out
+from tokenpo_cli.console import err, error, note, out
 
 app = typer.Typer(
     name="pipeline",
@@ -37,7 +35,6 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 
-_USAGE_ERROR = 2
 _STAGE_FAILED = 1
 _STATUS_STYLES = {"ran": "green", "skipped": "dim", "failed": "bold red", "not run": "yellow"}
 
@@ -58,7 +55,6 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 
 @app.command(name="run")
 def run_command(
-    context: typer.Context,
     file: FileArgument,
     variables: VarOption = None,
     from_stage: FromOption = None,
@@ -78,18 +74,17 @@ def run_command(
     inputs and outputs are those of its last completed run. After a kill, the stage that was
     running runs again, with its `resume` arguments. Exits 1 if a stage fails.
     """
-    with _usage_errors(context):
-        pipeline = load_pipeline(file, _parse_vars(variables))
-        summary = run_pipeline(
-            pipeline,
-            force=force,
-            from_stage=from_stage,
-            only=only,
-            # With --json, stdout holds the JSON alone: stage output goes to stderr.
-            stage_output="capture" if quiet else "stderr" if json_output else "inherit",
-            on_stage_start=None if quiet else _announce,
-            on_stage_end=None if quiet else _report,
-        )
+    pipeline = load_pipeline(file, _parse_vars(variables))
+    summary = run_pipeline(
+        pipeline,
+        force=force,
+        from_stage=from_stage,
+        only=only,
+        # With --json, stdout holds the JSON alone: stage output goes to stderr.
+        stage_output="capture" if quiet else "stderr" if json_output else "inherit",
+        on_stage_start=None if quiet else _announce,
+        on_stage_end=None if quiet else _report,
+    )
     failed = summary.failed
     if failed is not None and failed.output:
         err.print(Text(f"output of {failed.name}:", style="bold"))
@@ -99,15 +94,14 @@ def run_command(
     else:
         out.print(_summary_table(summary))
     if failed is not None:
-        _error(f"stage {failed.name} failed: {failed.error}")
+        error(f"stage {failed.name} failed: {failed.error}")
     elif summary.stopped is not None:
-        _error(summary.stopped)
+        error(summary.stopped)
     raise typer.Exit(0 if summary.ok else _STAGE_FAILED)
 
 
 @app.command(name="show")
 def show_command(
-    context: typer.Context,
     file: FileArgument,
     variables: VarOption = None,
     from_stage: FromOption = None,
@@ -116,9 +110,8 @@ def show_command(
     json_output: JsonOption = False,
 ) -> None:
     """Show the stages of FILE, vars substituted, and whether `run` would run each, and why."""
-    with _usage_errors(context):
-        pipeline = load_pipeline(file, _parse_vars(variables))
-        plans = plan(pipeline, force=force, from_stage=from_stage, only=only)
+    pipeline = load_pipeline(file, _parse_vars(variables))
+    plans = plan(pipeline, force=force, from_stage=from_stage, only=only)
     if json_output:
         _print_json(_plan_dict(pipeline, plans))
         return
@@ -139,23 +132,6 @@ def show_command(
             rows += [("resume", shlex.join(stage.resume))]
         for label, value in rows:
             out.print(Text(f"  {label:<8} {value or '-'}"), soft_wrap=True)
-
-
-@contextmanager
-def _usage_errors(context: typer.Context) -> Iterator[None]:
-    """A bad file or option: one red line and exit 2 (the trace with `tokenpo --debug`)."""
-    try:
-        yield
-    except TokenpoError as error:
-        if context.find_root().params.get("debug"):
-            raise
-        _error(str(error))
-        raise typer.Exit(_USAGE_ERROR) from None
-
-
-def _error(message: str) -> None:
-    # Text, not markup: messages quote paths and commands, which may hold brackets.
-    err.print(Text.assemble(("error:", "bold red"), f" {message}"), soft_wrap=True)
 
 
 def _parse_vars(settings: list[str] | None) -> dict[str, str]:

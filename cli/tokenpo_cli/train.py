@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from tokenpo.exceptions import ConfigError
-from tokenpo_cli.console import err, interactive, out
+from tokenpo_cli.console import err, error, interactive, out
 
 # Shown beside the bar when the loss reports them.
 # Shown for each validation, when present.
@@ -97,8 +97,8 @@ def _launch(config: Path, settings: list[str], processes: int) -> None:
     )
     try:
         run(arguments)  # type: ignore[no-untyped-call]
-    except Exception as error:  # torchrun's ChildFailedError carries each rank's traceback
-        err.print(f"[bold red]error:[/] training failed: {error}", soft_wrap=True)
+    except Exception as failure:  # torchrun's ChildFailedError carries each rank's traceback
+        error(f"training failed: {failure}")
         raise SystemExit(1) from None
 
 

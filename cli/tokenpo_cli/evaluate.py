@@ -250,11 +250,12 @@ def _tables(result: EvalResult, *, verbose: bool) -> list[RenderableType]:
 def _comparison(results: list[EvalResult]) -> Table:
     """One row per model: validity and the micro-F1 of each level (pairwise accuracy too)."""
     table = Table(title=Text(f"{len(results)} models on {results[0].data}"), title_justify="left")
-    columns = ["model", "JSON valid", "code F1", "subcode F1", "span F1", "joint F1"]
-    with_pairs = results[0].pairwise is not None
+    columns = ["JSON valid", "code F1", "subcode F1", "span F1", "joint F1"]
+    if results[0].pairwise is not None:
+        columns.append("pairwise acc.")
     # A long model path folds onto more lines: its end, which tells the runs apart, stays.
     table.add_column("model", overflow="fold")
-    for column in [*columns[1:], "pairwise acc."] if with_pairs else columns[1:]:
+    for column in columns:
         table.add_column(column, justify="right")
     for result in results:
         scores = result.structured

@@ -228,7 +228,7 @@ workdir made by an older tokenpo generates its data, and everything after, again
 HELD_OUT_SPAN_SHARE = 0.25
 """The share of validation and test spans filled with held-out values. Tuned on validation:
 at 1,500 steps the demo's SFT model had joint F1 0.54 on spans of training values and 0.10 on
-held-out ones (0.12 when all were held out), so a quarter puts SFT in the issue's 0.4-0.6
+held-out ones (0.09-0.12 when all were held out), so a quarter puts SFT in the issue's 0.4-0.6
 and leaves room above it for preference optimization."""
 
 

@@ -75,10 +75,16 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
             used (nothing is written over).
     """
     with world(config.run.device) as this:
-        torch.manual_seed(config.run.seed)
-        run_dir = _prepare_run_dir(config, this)
-        components = build_components(config, this)
-        return _Loop(config, this, components, run_dir, reporter).run()
+        return _train_in(this, config, reporter)
+
+
+def _train_in(this: World, config: TrainConfig, reporter: Reporter | None) -> TrainResult:
+    """The run itself. The model, optimizer and FSDP state live in this frame only, so they
+    are freed when it returns, before ``world`` leaves the process group."""
+    torch.manual_seed(config.run.seed)
+    run_dir = _prepare_run_dir(config, this)
+    components = build_components(config, this)
+    return _Loop(config, this, components, run_dir, reporter).run()
 
 
 def _prepare_run_dir(config: TrainConfig, this: World) -> Path:

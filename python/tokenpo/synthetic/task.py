@@ -232,15 +232,14 @@ held-out ones (0.09-0.12 when all were held out), so a quarter puts SFT in the i
 and leaves room above it for preference optimization."""
 
 
+_TRAINING_VALUES = {name: values.train for name, values in SLOTS.items()}
+_HELD_OUT_VALUES = {name: values.held_out for name, values in SLOTS.items()}
+_ANY_VALUES = {name: values.all for name, values in SLOTS.items()}
+
+
 def _pool(split: Split) -> dict[str, tuple[str, ...]]:
     """The values outside spans: training values in training messages, any in the others."""
-    if split == "train":
-        return {name: values.train for name, values in SLOTS.items()}
-    return {name: values.all for name, values in SLOTS.items()}
-
-
-def _span_pool(held_out: bool) -> dict[str, tuple[str, ...]]:
-    return {name: values.held_out if held_out else values.train for name, values in SLOTS.items()}
+    return _TRAINING_VALUES if split == "train" else _ANY_VALUES
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +256,7 @@ def _clause(template: str, split: Split, rng: random.Random, used: list[str]) ->
     inside, after = rest.split("]")
     held_out = split != "train" and rng.random() < HELD_OUT_SPAN_SHARE
     before = _fill(before, _pool(split), rng, used)
-    span = _fill(inside, _span_pool(held_out), rng, used)
+    span = _fill(inside, _HELD_OUT_VALUES if held_out else _TRAINING_VALUES, rng, used)
     after = _fill(after, _pool(split), rng, used)
     return _Clause(before + span + after, len(before), len(before) + len(span), held_out)
 

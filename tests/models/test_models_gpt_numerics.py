@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 from models_testkit import VOCAB, llama_twin, prefix_sharing_batch, small_gpt
+from torch._dynamo.utils import counters
+from torch.nn import functional
 from torch.nn.attention.flex_attention import create_block_mask
 
 from tokenpo.exceptions import InputError
+from tokenpo.models.gpt import _compiled_flex_attention
 
 # (num_key_value_heads, tie_word_embeddings): multi-head, grouped-query and multi-query.
 LAYOUTS = [(4, False), (2, False), (1, True), (2, True)]
@@ -108,6 +111,27 @@ def test_block_mask_gives_the_bool_mask_results_on_cpu() -> None:
         got = gpt(batch.input_ids, block_mask, batch.position_ids).logits
     real = batch.real()
     torch.testing.assert_close(got[real], expected[real], **TOLERANCE)
+
+
+@pytest.mark.slow
+def test_compiled_flex_attention_does_not_recompile_for_each_batch_shape() -> None:
+    # Packed batches differ in rows and length at every step. The GPU's compiled kernel is
+    # checked here through inductor's CPU flex-attention template (same dynamo guards): a
+    # compile per shape would fill dynamo's cache and fall back to the unfused kernel.
+    # Forward only: the CPU template has no backward.
+    torch._dynamo.reset()
+    counters.clear()
+    attention = _compiled_flex_attention()
+    shapes = [(4, 128), (3, 200), (5, 256), (2, 96), (6, 300), (3, 77), (2, 160), (4, 384)]
+    for rows, length in shapes:
+        query, key, value = (torch.randn(rows, 2, length, 16) for _ in range(3))
+        mask = create_block_mask(
+            lambda row, head, q, k: k <= q, rows, None, length, length, device="cpu"
+        )
+        got = attention(query, key, value, block_mask=mask)
+        expected = functional.scaled_dot_product_attention(query, key, value, is_causal=True)
+        torch.testing.assert_close(got, expected, **TOLERANCE)
+    assert counters["stats"]["unique_graphs"] <= 4, dict(counters["stats"])
 
 
 def test_decoder_and_output_embeddings_give_the_logits() -> None:

@@ -77,7 +77,11 @@ def _apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 @functools.cache
 def _compiled_flex_attention() -> Callable[..., Any]:
-    return torch.compile(flex_attention, dynamic=False)
+    # Dynamic shapes: every batch has its own row count and length (packing), and a static
+    # compile per shape would recompile each step until dynamo's cache limit, then fall back
+    # to the unfused kernel. Dynamic, it compiles a few times (for lengths below, at and off
+    # the 128-token block) and then never again.
+    return torch.compile(flex_attention, dynamic=True)
 
 
 def _flex_attention(query: Tensor, key: Tensor, value: Tensor, block_mask: BlockMask) -> Tensor:

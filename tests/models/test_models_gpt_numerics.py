@@ -115,10 +115,12 @@ def test_block_mask_gives_the_bool_mask_results_on_cpu() -> None:
 
 @pytest.mark.slow
 def test_compiled_flex_attention_does_not_recompile_for_each_batch_shape() -> None:
-    # Packed batches differ in rows and length at every step. The GPU's compiled kernel is
-    # checked here through inductor's CPU flex-attention template (same dynamo guards): a
-    # compile per shape would fill dynamo's cache and fall back to the unfused kernel.
-    # Forward only: the CPU template has no backward.
+    # Packed batches differ in rows and length at every step, each with a BlockMask of its
+    # own. The GPU's compiled kernel is checked here through inductor's CPU flex-attention
+    # template (same dynamo guards): a compile per shape would fill dynamo's cache and fall
+    # back to the unfused kernel. Forward only (the CPU template has no backward), and a mask
+    # that captures no tensor (the CPU template miscompiles one that does, as the trainer's
+    # does: tests/train/test_train_cuda.py checks that one on a GPU).
     torch._dynamo.reset()
     counters.clear()
     attention = _compiled_flex_attention()

@@ -75,6 +75,9 @@ def _apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return x * cos[:, None] + _rotate_half(x) * sin[:, None]
 
 
+_FLEX_MIN_HEAD_DIM = 16
+
+
 @functools.cache
 def _compiled_flex_attention() -> Callable[..., Any]:
     # Dynamic shapes: every batch has its own row count and length (packing), and a static
@@ -288,6 +291,12 @@ class GPT(nn.Module):
                 module.weight.normal_(mean=0.0, std=self.config.initializer_range)
             elif isinstance(module, RMSNorm):
                 module.weight.fill_(1.0)
+
+    @property
+    def runs_flex_attention_on_gpu(self) -> bool:
+        """Whether a ``BlockMask`` can run on a GPU: the compiled kernel's ``tl.dot`` needs
+        heads of at least 16 dimensions (smaller ones must use the bool mask and SDPA)."""
+        return self.config.head_dim >= _FLEX_MIN_HEAD_DIM
 
     def get_decoder(self) -> GPTDecoder:
         return self.model

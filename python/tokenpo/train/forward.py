@@ -4,12 +4,14 @@ The decoder runs over the packed rows; the LM head then runs only at the positio
 predict completion tokens (never over prompts or padding), which is most of the saving on
 long prompts and large vocabularies. Works with any model that has ``get_decoder()`` and
 ``get_output_embeddings()``: every ``transformers`` causal LM (given the 4D bool mask) and
-the built-in GPT (given a flex-attention ``BlockMask`` on GPU, the bool mask elsewhere).
+the built-in GPT (given a flex-attention ``BlockMask`` on GPU when its heads have 16 or more
+dimensions, the bool mask elsewhere).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import torch
 from torch import Tensor, nn
@@ -85,7 +87,7 @@ class CompletionScorer(nn.Module):
         """See :meth:`score`; ``chosen``/``rejected`` are ``(index, ids, mask)``."""
         decoder: nn.Module = self.model.get_decoder()  # type: ignore[operator]
         mask: Tensor | BlockMask | None = attention_mask
-        if attention_mask is not None and attention_mask.is_cuda and isinstance(self.model, GPT):
+        if _flex_on_gpu(attention_mask, self.model):
             mask = block_mask(attention_mask)
         states = decoder(
             input_ids=input_ids, attention_mask=mask, position_ids=position_ids
@@ -106,6 +108,16 @@ class CompletionScorer(nn.Module):
             chosen_value=chosen_value,
             rejected_value=rejected_value,
         )
+
+
+def _flex_on_gpu(mask: Tensor | None, model: nn.Module) -> TypeGuard[Tensor]:
+    """Whether ``mask`` goes to ``model`` as a ``BlockMask``: the built-in GPT on a GPU."""
+    return (
+        mask is not None
+        and mask.is_cuda
+        and isinstance(model, GPT)
+        and model.runs_flex_attention_on_gpu
+    )
 
 
 def block_mask(mask: Tensor) -> BlockMask:

@@ -6,10 +6,13 @@ Usage (from the repository root, after scripts/setup):
     .venv/bin/python scripts/bench/train.py --quick            # smoke run, 1-2 min; ratios: noise
     .venv/bin/python scripts/bench/train.py --steps 20 --batch-size 8 --sets long
     .venv/bin/python scripts/bench/train.py --row-tokens 0     # tokenpo: a pair per row
+    python3 scripts/bench/train.py --device cuda --bf16 --model base --batch-size 32  # a GPU
 
-Model: a transformers Llama (4 layers, hidden 256) initialized at random from a config.json
-with the same seed on both sides, float32, on the CPU (2 threads unless --threads); the
-reference is the same initial weights. Pairs: the short structured JSON pairs (1-3 tokens
+Model: a transformers Llama (--model small: 4 layers, hidden 256; base: 12 layers, hidden
+768) initialized at random from a config.json with the same seed on both sides, float32 (or
+bf16 autocast with --bf16 on both sides), on the CPU (2 threads unless --threads) or the
+GPU (--device cuda, where a step's time ends when the GPU has finished it); the reference is
+the same initial weights. Pairs: the short structured JSON pairs (1-3 tokens
 apart) and the long chat pairs of scripts/bench/prep.py, EOS appended to each completion,
 `steps * batch_size` of them, so each side sees each pair once. Both run DPO (sigmoid, beta
 0.1), AdamW at a constant lr with gradients clipped to 1, the same seed, batch size and steps:
@@ -66,15 +69,15 @@ LEARNING_RATE = 5e-5
 LLAMA = {
     "model_type": "llama",
     "architectures": ["LlamaForCausalLM"],
-    "hidden_size": 256,
-    "intermediate_size": 1024,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 4,
     "max_position_embeddings": 2048,
     "tie_word_embeddings": False,
     "use_cache": False,
 }
+MODELS = {
+    "small": {"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4},
+    "base": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12},
+}
+"""--model: the Llama's sizes (heads of 64 dimensions)."""
 SETS = {"short": ("short JSON", 2.0), "long": ("long chat", 1.3)}
 """Pair maker name in prep.py -> (label, target tokens/s ratio)."""
 TRAINERS = ("tokenpo", "trl")
@@ -90,6 +93,8 @@ class Spec:
     batch_size: int
     warmup: int
     threads: int = 2
+    device: str = "cpu"
+    bf16: bool = False
     row_tokens: int | None = None
     """tokenpo's data.row_tokens; None: the trainer's default, 0: a pair per row."""
     trl_checkpointing: bool = False
@@ -113,7 +118,8 @@ class Spec:
 class Baton:
     """A child's side of the lockstep: it trains a step only when the parent says go."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: str) -> None:
+        self.device = device
         self.answers: IO[str] = os.fdopen(os.dup(1), "w", buffering=1)
         os.dup2(2, 1)  # what libraries print (TRL prints its logs) goes to stderr
         self.go = self.go_cpu = 0.0
@@ -127,6 +133,10 @@ class Baton:
         self.go, self.go_cpu = time.perf_counter(), time.process_time()
 
     def step_done(self) -> None:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()  # the step is done when the GPU is
         self.step_seconds.append(time.perf_counter() - self.go)
         self.step_cpu_seconds.append(time.process_time() - self.go_cpu)
         print("done", file=self.answers)
@@ -170,11 +180,16 @@ class TokenpoReporter:
 def write_run_config(spec: Spec) -> Path:
     """A run.toml, as tests/train/train_kit.py writes one, for the Llama on ``spec``'s pairs."""
     config = {
-        "run": {"out_dir": str(spec.shards.with_name(spec.shards.name + "-run")), "seed": SEED},
+        "run": {
+            "out_dir": str(spec.shards.with_name(spec.shards.name + "-run")),
+            "seed": SEED,
+            "device": spec.device,
+        },
         "model": {
             "source": str(spec.model_config),
             "gpt": {},
             "activation_checkpointing": spec.tokenpo_checkpointing,
+            "mixed_precision": "bf16" if spec.bf16 else "none",
         },
         "data": {
             "shards": str(spec.shards),
@@ -214,8 +229,8 @@ def run_trl(spec: Spec, baton: Baton) -> dict[str, float]:
         max_grad_norm=1.0,
         gradient_checkpointing=spec.trl_checkpointing,
         max_length=None,
-        use_cpu=True,
-        bf16=False,
+        use_cpu=spec.device == "cpu",
+        bf16=spec.bf16,
         dataloader_num_workers=0,
         logging_steps=1,
         save_strategy="no",
@@ -266,6 +281,7 @@ def measured(spec: Spec, baton: Baton, tokens: list[int]) -> dict[str, float]:
         "seconds_per_step": seconds / (spec.steps - spec.warmup),
         "tokens_per_pair": sum(tokens) / (spec.steps * spec.batch_size),
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if spec.device == "cuda" else 0,
         "threads": torch.get_num_threads(),
     }
 
@@ -278,7 +294,7 @@ def child_main(name: str, spec_json: str) -> None:
 
     spec = Spec(**json.loads(spec_json))
     torch.set_num_threads(spec.threads)
-    baton = Baton()
+    baton = Baton(spec.device)
     baton.answer(CHILDREN[name](spec, baton))
 
 
@@ -327,7 +343,7 @@ def run_setup(spec: Spec) -> dict[str, float]:
     options = tokenpo.PrepOptions(format="ipc", eos_token=EOS)
     tokenpo.prep([Path(spec.pairs)], spec.tokenizer, spec.shards, options)
     prepped = time.perf_counter()
-    reference = RefLogpsOptions(seed=SEED, device="cpu")
+    reference = RefLogpsOptions(seed=SEED, device=spec.device)  # type: ignore[arg-type]
     compute_ref_logps(spec.shards, spec.model_config, reference)
     return {"prep_s": prepped - started, "ref_s": time.perf_counter() - prepped}
 
@@ -344,8 +360,8 @@ def lockstep(spec: Spec) -> dict[str, dict[str, float]]:
     return {child.name: child.result() for child in children}
 
 
-def make_model_files(work: Path) -> None:
-    """The tokenizer prep.py trains, and a Llama config.json sized to it."""
+def make_model_files(work: Path, model: str) -> None:
+    """The tokenizer prep.py trains, and a Llama config.json of size ``model`` for it."""
     rng = random.Random(0)
     corpus = [json.dumps(short_pair(rng)) for _ in range(5000)]
     tokenizer = train_bpe_tokenizer(corpus, vocab_size=4000)
@@ -353,6 +369,9 @@ def make_model_files(work: Path) -> None:
     eos = tokenizer.token_to_id(EOS)
     config = {
         **LLAMA,
+        **MODELS[model],
+        "num_attention_heads": MODELS[model]["hidden_size"] // 64,
+        "num_key_value_heads": MODELS[model]["hidden_size"] // 64,
         "vocab_size": tokenizer.get_vocab_size(with_added_tokens=True),
         "bos_token_id": eos,
         "eos_token_id": eos,
@@ -369,6 +388,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="first steps left out of tokens/s")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 3 steps of 4 pairs")
     parser.add_argument("--threads", type=int, default=2, help="torch threads on each side")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="both sides")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast on both sides")
+    parser.add_argument("--model", choices=MODELS, default="small", help="the Llama's size")
     parser.add_argument(
         "--row-tokens",
         type=int,
@@ -381,6 +403,7 @@ def main() -> None:
         help="activation checkpointing on both sides (TRL's default, and tokenpo's option)",
     )
     parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS), help="pair sets")
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--run", nargs=2, metavar=("NAME", "SPEC"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
@@ -398,7 +421,7 @@ def compare(console: Console, args: argparse.Namespace) -> None:
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as work_dir:
         work = Path(work_dir)
-        make_model_files(work)
+        make_model_files(work, args.model)
         for kind in args.sets:
             pairs = work / f"{kind}.parquet"
             write_set(pairs, args.steps * args.batch_size, kind, seed=1)
@@ -409,6 +432,8 @@ def compare(console: Console, args: argparse.Namespace) -> None:
                 batch_size=args.batch_size,
                 warmup=args.warmup,
                 threads=args.threads,
+                device=args.device,
+                bf16=args.bf16,
                 row_tokens=args.row_tokens,
                 trl_checkpointing=args.trl_checkpointing or args.checkpointing,
                 tokenpo_checkpointing=args.checkpointing,
@@ -416,6 +441,8 @@ def compare(console: Console, args: argparse.Namespace) -> None:
             results[kind] = {"setup": run_setup(spec), **lockstep(spec)}
             console.log(f"{SETS[kind][0]}: done")
     console.print(result_table(args, results))
+    if args.json:
+        args.json.write_text(json.dumps({"args": vars(args), "results": results}, default=str))
     default_rows = DataConfig(shards="-").row_tokens
     row_tokens = default_rows if args.row_tokens is None else args.row_tokens
     tokenpo_rows = f"rows of {row_tokens} tokens" if row_tokens else "a pair per row"
@@ -432,13 +459,18 @@ def compare(console: Console, args: argparse.Namespace) -> None:
 
 
 def result_table(args: argparse.Namespace, results: dict[str, Any]) -> Table:
+    gpu = args.device == "cuda"
     title = (
-        f"train: tokenpo vs TRL DPOTrainer, {args.steps} steps of {args.batch_size} pairs "
-        f"(tokens/s over the last {args.steps - args.warmup}), torch threads: {args.threads}"
+        f"train: tokenpo vs TRL DPOTrainer, {args.model} Llama, {args.steps} steps of "
+        f"{args.batch_size} pairs (tokens/s over the last {args.steps - args.warmup}), "
+        f"{'bf16 autocast' if args.bf16 else 'float32'}, "
+        + (f"GPU: {_gpu_name()}" if gpu else f"torch threads: {args.threads}")
     )
     table = Table(title=title)
-    columns = ("set", "tok/pair", "tokenpo tok/s", "TRL tok/s", "speed-up", "target")
-    columns += ("CPU-time speed-up", "tokenpo RSS", "TRL RSS", "prep+ref s")
+    columns: tuple[str, ...] = ("set", "tok/pair", "tokenpo tok/s", "TRL tok/s", "speed-up")
+    columns += ("target",)
+    columns += ("CPU-time speed-up", "tokenpo RSS", "TRL RSS")
+    columns += ("tokenpo GPU mem", "TRL GPU mem", "prep+ref s") if gpu else ("prep+ref s",)
     for column in columns:
         table.add_column(column, justify="right", style="bold" if column == "speed-up" else None)
     for kind, result in results.items():
@@ -458,9 +490,20 @@ def result_table(args: argparse.Namespace, results: dict[str, Any]) -> Table:
             f"{ours['tokens_per_cpu_s'] / theirs['tokens_per_cpu_s']:.2f}x",
             f"{ours['peak_rss_gib']:.2f} GiB",
             f"{theirs['peak_rss_gib']:.2f} GiB",
+            *(
+                (f"{ours['peak_gpu_gib']:.2f} GiB", f"{theirs['peak_gpu_gib']:.2f} GiB")
+                if gpu
+                else ()
+            ),
             f"{setup['prep_s']:.1f} + {setup['ref_s']:.1f}",
         )
     return table
+
+
+def _gpu_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name()
 
 
 if __name__ == "__main__":

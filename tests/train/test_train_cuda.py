@@ -36,6 +36,14 @@ SMALL_HEAD_GPT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_head
 TOLERANCE = {"atol": 2e-3, "rtol": 2e-3}
 
 
+@pytest.fixture(autouse=True)
+def fresh_compile_cache() -> None:
+    # Each test's models start from no compiled graphs: dynamo's limit of 8 per function
+    # counts every dtype and head layout the earlier tests compiled.
+    torch._dynamo.reset()
+    counters.clear()
+
+
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return prepared(tmp_path_factory.mktemp("data"), pairs=64)
@@ -79,8 +87,6 @@ def test_gpu_log_probs_and_gradients_match_the_cpu(
 def test_the_flex_kernel_compiles_a_few_times_for_many_batch_shapes(shards: Path) -> None:
     # Each batch brings its own shape and a BlockMask closing over its own bool mask; a
     # compile per batch would fill dynamo's cache and leave the unfused kernel.
-    torch._dynamo.reset()
-    counters.clear()
     vocab_size = PairDataset.open(shards).max_token_id() + 1
     torch.manual_seed(0)
     gpt = GPT(GPTConfig(vocab_size=vocab_size, **FLEX_GPT))

@@ -34,6 +34,40 @@ def test_cached_batch_equals_the_full_forward_loop(kv_heads: int, tied: bool) ->
     assert len({token for row in got for token in row}) > 8  # not a degenerate repetition
 
 
+def attention_without_empty_row_handling(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    is_causal: bool = False,
+) -> torch.Tensor:
+    """Plain softmax attention: a query row that may see no key gets NaN, as some GPU
+    kernels give it (CPU SDPA returns zeros there)."""
+    scores = query @ key.transpose(-1, -2) / query.shape[-1] ** 0.5
+    if is_causal:
+        length = scores.shape[-1]
+        attn_mask = torch.ones(length, length, dtype=torch.bool).tril()
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    return scores.softmax(-1) @ value
+
+
+def test_left_padded_generation_survives_kernels_that_give_empty_rows_nan(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A left-padding position may attend nothing: such kernels give it NaN, and 0 x NaN from
+    # there reaches every real token of the row in the next layer, unless the GPT opens the
+    # diagonal of empty rows (it does; without that, this fails).
+    monkeypatch.setattr(
+        "tokenpo.models.gpt.functional.scaled_dot_product_attention",
+        attention_without_empty_row_handling,
+    )
+    gpt = small_gpt(seed=1, num_hidden_layers=2)
+    prompts = random_prompts([2, 9, 5])
+    got = gpt.generate(prompts, max_new_tokens=6, eos_token_id=None)
+    assert got == [greedy_without_cache(gpt, prompt, 6) for prompt in prompts]
+
+
 def test_each_row_stops_before_its_first_eos() -> None:
     gpt = small_gpt(seed=2)
     prompts = random_prompts([4, 9, 2], seed=3)

@@ -367,11 +367,12 @@ def make_model_files(work: Path, model: str) -> None:
     tokenizer = train_bpe_tokenizer(corpus, vocab_size=4000)
     tokenizer.save(str(work / "tokenizer.json"))
     eos = tokenizer.token_to_id(EOS)
+    heads = MODELS[model]["hidden_size"] // 64
     config = {
         **LLAMA,
         **MODELS[model],
-        "num_attention_heads": MODELS[model]["hidden_size"] // 64,
-        "num_key_value_heads": MODELS[model]["hidden_size"] // 64,
+        "num_attention_heads": heads,
+        "num_key_value_heads": heads,
         "vocab_size": tokenizer.get_vocab_size(with_added_tokens=True),
         "bos_token_id": eos,
         "eos_token_id": eos,

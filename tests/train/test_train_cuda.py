@@ -49,10 +49,19 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return prepared(tmp_path_factory.mktemp("data"), pairs=64)
 
 
+@pytest.fixture(scope="module")
+def data(shards: Path) -> PairDataset:
+    return PairDataset.open(shards)
+
+
+def _gpt(data: PairDataset, **fields: int) -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=data.max_token_id() + 1, **fields))
+
+
 def _scores_and_gradients(
-    gpt: GPT, shards: Path, device: torch.device, pairs: range
+    gpt: GPT, data: PairDataset, device: torch.device, pairs: range
 ) -> tuple[Scores, dict[str, torch.Tensor]]:
-    data = PairDataset.open(shards)
     batch = collate(data.rows(pairs), row_tokens=384).to(device)
     model = gpt.to(device)
     model.zero_grad()
@@ -67,32 +76,27 @@ def _scores_and_gradients(
 )
 @pytest.mark.parametrize("kv_heads", [4, 2])
 def test_gpu_log_probs_and_gradients_match_the_cpu(
-    shards: Path, fields: dict[str, int], flex: bool, kv_heads: int
+    data: PairDataset, fields: dict[str, int], flex: bool, kv_heads: int
 ) -> None:
-    vocab_size = PairDataset.open(shards).max_token_id() + 1
-    config = GPTConfig(vocab_size=vocab_size, num_key_value_heads=kv_heads, **fields)
-    torch.manual_seed(0)
-    gpt = GPT(config)
+    gpt = _gpt(data, num_key_value_heads=kv_heads, **fields)
     assert gpt.runs_flex_attention_on_gpu is flex
     # Batches of different sizes: the compiled kernel sees several shapes.
     for pairs in (range(0, 16), range(16, 23), range(23, 64)):
-        expected, expected_gradients = _scores_and_gradients(gpt, shards, CPU, pairs)
-        got, got_gradients = _scores_and_gradients(gpt, shards, CUDA, pairs)
+        expected, expected_gradients = _scores_and_gradients(gpt, data, CPU, pairs)
+        got, got_gradients = _scores_and_gradients(gpt, data, CUDA, pairs)
         torch.testing.assert_close(got.chosen.cpu(), expected.chosen, **TOLERANCE)
         torch.testing.assert_close(got.rejected.cpu(), expected.rejected, **TOLERANCE)
         for name, gradient in expected_gradients.items():
             torch.testing.assert_close(got_gradients[name], gradient, **TOLERANCE, msg=name)
 
 
-def test_the_flex_kernel_compiles_a_few_times_for_many_batch_shapes(shards: Path) -> None:
+def test_the_flex_kernel_compiles_a_few_times_for_many_batch_shapes(data: PairDataset) -> None:
     # Each batch brings its own shape and a BlockMask closing over its own bool mask; a
     # compile per batch would fill dynamo's cache and leave the unfused kernel.
-    vocab_size = PairDataset.open(shards).max_token_id() + 1
-    torch.manual_seed(0)
-    gpt = GPT(GPTConfig(vocab_size=vocab_size, **FLEX_GPT))
+    gpt = _gpt(data, **FLEX_GPT)
     for start in range(0, 60, 5):
         pairs = range(start, min(64, start + 3 + start // 3))
-        _scores_and_gradients(gpt, shards, CUDA, pairs)
+        _scores_and_gradients(gpt, data, CUDA, pairs)
     assert counters["stats"]["unique_graphs"] <= 4, dict(counters["stats"])
 
 

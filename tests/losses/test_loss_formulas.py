@@ -105,16 +105,18 @@ def tis_reference(beta: float) -> Reference:
 
 
 def confpo_reference(beta: float, gamma: float) -> Reference:
-    def critical_mean(logp: Tensor) -> Tensor:
+    def critical(logp: Tensor) -> Tensor:
         prob = logp.detach().exp()
-        critical = prob < prob.mean()
-        return logp[critical].mean() if critical.any() else logp.sum() * 0.0
+        return logp[prob < prob.mean()]
 
     def loss(batch: PairLogps) -> Tensor:
         per_pair = []
         for i in range(batch.batch_size):
-            chosen, rejected = sides(batch, i)
-            margin = beta * (critical_mean(chosen["logp"]) - critical_mean(rejected["logp"]))
+            chosen, rejected = (critical(side["logp"]) for side in sides(batch, i))
+            if len(chosen) == 0 or len(rejected) == 0:  # no score: the pair adds 0
+                per_pair.append(batch.policy_chosen[i].sum() * 0.0)
+                continue
+            margin = beta * (chosen.mean() - rejected.mean())
             per_pair.append(-logsigmoid(margin - gamma))
         return mean_over_pairs(per_pair, batch)
 
@@ -167,16 +169,15 @@ def bregman(generator: str, chosen: Tensor, rejected: Tensor) -> Tensor:
     return rejected.exp() - chosen
 
 
-def tbpo_a_reference(beta: float, generator: str) -> Reference:
+def tbpo_a_reference(beta: float, generator: str, std_floor: float = 1.0) -> Reference:
     def loss(batch: PairLogps) -> Tensor:
         all_sides = [sides(batch, i) for i in range(batch.batch_size)]
-        values = torch.cat([beta * (s["logp"] - s["ref"]) for pair in all_sides for s in pair])
-        mean = values.detach().mean()
-        std = values.detach().std(unbiased=False)
+        ratios = torch.cat([s["logp"] - s["ref"] for pair in all_sides for s in pair]).detach()
+        mean, std = ratios.mean(), ratios.std(unbiased=False)
         per_pair = []
         for chosen, rejected in all_sides:
             z = [
-                ((beta * (s["logp"] - s["ref"]) - mean) / (std + 1e-6)).sum()
+                (beta * (s["logp"] - s["ref"] - mean) / max(std, std_floor)).sum()
                 for s in (chosen, rejected)
             ]
             per_pair.append(bregman(generator, z[0], z[1]))
@@ -251,6 +252,7 @@ CASES: list[tuple[str, dict[str, object], Reference]] = [
     ("tbpo_a", {}, tbpo_a_reference(0.1, "logistic")),
     ("tbpo_a", {"generator": "lsif", "beta": 0.5}, tbpo_a_reference(0.5, "lsif")),
     ("tbpo_a", {"generator": "ukl", "beta": 0.5}, tbpo_a_reference(0.5, "ukl")),
+    ("tbpo_a", {"std_floor": 0.01}, tbpo_a_reference(0.1, "logistic", std_floor=0.01)),
     (
         "mixdpo",
         {"base": "tabpo", "base_params": {}, "threshold": 0.5, "sft_weight": 0.7},
@@ -272,6 +274,19 @@ def test_matches_reference(
             batch, pair_weight=torch.tensor([0.5, 2.0, 1.0, 0.0, 1.5], dtype=torch.float64)
         )
     assert_matches(build_test_loss(name, **params), reference, batch)
+
+
+def test_confpo_pair_with_a_side_without_critical_tokens_adds_nothing() -> None:
+    # A one-token side has no token below its own mean: pair 1's chosen, pair 3's rejected.
+    batch = make_batch(
+        pairs=4, tokens=6, chosen_lengths=[6, 1, 5, 4], rejected_lengths=[5, 6, 3, 1], seed=9
+    )
+    output, grads = run(build_test_loss("confpo"), batch)
+    assert_matches(build_test_loss("confpo"), confpo_reference(2.0, 1.0), batch)
+    for side in ("policy_chosen", "policy_rejected"):
+        assert torch.all(grads[side][[1, 3]] == 0)
+        assert torch.all(grads[side][[0, 2]].abs().sum(-1) > 0)
+    assert float(output.loss.detach()) > 0
 
 
 @pytest.mark.parametrize("generator", ["logistic", "lsif", "ukl"])

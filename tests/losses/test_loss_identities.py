@@ -76,6 +76,32 @@ def test_tbpo_logistic_with_zero_baseline_is_dpo(beta: float) -> None:
     )
 
 
+@pytest.mark.parametrize("beta", [0.1, 1.0])
+def test_tbpo_a_at_its_reference_steps_as_dpo(beta: float) -> None:
+    # A policy equal to its reference has log-ratios of 0 and a spread of 0: the floor leaves
+    # z = beta * rho, the first step is dpo's (dividing by std + 1e-6 made it 1e6 times larger).
+    batch = make_batch(pairs=5, tokens=7, seed=5)
+    assert batch.ref_chosen is not None
+    assert batch.ref_rejected is not None
+    batch = dataclasses.replace(
+        batch, policy_chosen=batch.ref_chosen.clone(), policy_rejected=batch.ref_rejected.clone()
+    )
+    output, grads = run(build("tbpo_a", beta=beta), batch)
+    expected, expected_grads = run(build("dpo", beta=beta), batch)
+    torch.testing.assert_close(output.loss, expected.loss, **EXACT)
+    for name in grads:
+        torch.testing.assert_close(grads[name], expected_grads[name], **EXACT)
+
+
+def test_tbpo_a_beta_scales_the_normalised_advantages() -> None:
+    batch = make_batch(pairs=5, tokens=7, seed=5)
+    margins = [
+        float(build("tbpo_a", beta=beta, std_floor=1e-3)(batch).metrics["rewards/margins"])
+        for beta in (0.1, 1.0)
+    ]
+    assert margins[1] == pytest.approx(10 * margins[0], rel=1e-12)
+
+
 @pytest.mark.parametrize("generator", ["logistic", "ukl"])
 def test_tbpo_q_given_values_is_tbpo_q_given_hidden_states(generator: str) -> None:
     # The trainer applies the value head itself and passes [B, T] values: the same loss, and

@@ -35,7 +35,6 @@ __all__ = ["TBPOA", "TBPOQ", "Generator", "TBPOQConfig", "ValueHead", "bregman_l
 
 Generator = Literal["logistic", "lsif", "ukl"]
 _GENERATORS: tuple[Generator, ...] = ("logistic", "lsif", "ukl")
-_STD_EPS = 1e-6
 
 
 def bregman_loss(
@@ -105,20 +104,26 @@ class _TBPOParams:
 class TBPOA(_TBPOParams, PairLoss):
     """TBPO-A (arXiv 2605.12288, RECONSTRUCTION): no learned baseline; advantage normalisation.
 
-    ``z_t = (β ρ_t − μ) / (σ + 1e-6)`` with ``μ``, ``σ`` the mean and (population) standard
-    deviation of ``β ρ`` over every completion token of the batch, both sides, detached. Since
-    ``μ`` and ``σ`` are constants, ``Z = (β Σ_t m ρ − μ n) / (σ + 1e-6)`` from sequence sums.
+    ``z_t = β (ρ_t − μ) / max(σ, std_floor)`` with ``μ``, ``σ`` the mean and (population)
+    standard deviation of ``ρ`` over every completion token of the batch, both sides, detached.
+    Since ``μ`` and ``σ`` are constants, ``Z = β (Σ_t m ρ − μ n) / max(σ, std_floor)`` from
+    sequence sums. The floor keeps the normalisation from amplifying: a policy equal to its
+    reference has ``σ = 0``, and ``σ + 1e-6`` there scaled the first step's gradient by 10⁶.
     Needs the reference log-probs.
     """
 
     name: ClassVar[str] = "tbpo_a"
+    std_floor: float = 1.0
+    """The smallest divisor (nats) > 0: below it the advantages are only centred."""
+
+    def check_params(self) -> None:
+        check_number(self.name, "std_floor", self.std_floor, low=0.0, low_open=True)
 
     def terms(self, batch: PairLogps, /) -> PairTerms:
         sides, stats = self.sides_and_stats(batch)
         mean, std = self.token_mean_std(sides, stats)
-        chosen, rejected = (
-            (self.beta * side.log_ratio - mean * side.count) / (std + _STD_EPS) for side in stats
-        )
+        scale = self.beta / std.clamp(min=self.std_floor)
+        chosen, rejected = ((side.log_ratio - mean * side.count) * scale for side in stats)
         return self.pair_terms(
             sides, stats, (chosen, rejected), metrics={"tbpo/mean": mean, "tbpo/std": std}
         )
@@ -126,7 +131,7 @@ class TBPOA(_TBPOParams, PairLoss):
     def token_mean_std(
         self, sides: tuple[Side, Side], stats: tuple[SideStats, SideStats]
     ) -> tuple[Tensor, Tensor]:
-        """Mean and population std of ``β ρ`` over the completion tokens of both sides.
+        """Mean and population std of ``ρ`` over the completion tokens of both sides.
 
         The mean comes from the sequence sums already computed; the second pass around it
         avoids the cancellation of ``E[x²] − E[x]²``.
@@ -139,7 +144,7 @@ class TBPOA(_TBPOParams, PairLoss):
                 centred = side.policy - side.need("ref", by=self.name)
                 centred = centred.sub_(mean_ratio).mul_(side.mask_float).reshape(-1)
                 squares += torch.dot(centred, centred)
-            return self.beta * mean_ratio, self.beta * (squares / count).sqrt()
+            return mean_ratio, (squares / count).sqrt()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -142,8 +142,9 @@ class ConfPO(PairLoss):
 
     Critical tokens are those whose policy probability is below the mean token probability of
     their completion (a detached, boolean selection); ``S`` is the mean log-prob over them and
-    the loss ``−log σ(β(S_w − S_l) − γ)``. Reference-free. A completion with no critical token
-    (one token, or all tokens equally likely) scores 0. Defaults follow SimPO's.
+    the loss ``−log σ(β(S_w − S_l) − γ)``. Reference-free. As in the authors' code, a pair with
+    a side that has no critical token (one token, or all tokens equally likely) has no ``S``
+    there and contributes 0 (it still counts in the mean). Defaults follow SimPO's.
     """
 
     name: ClassVar[str] = "confpo"
@@ -163,13 +164,14 @@ class ConfPO(PairLoss):
             chosen = self._side(chosen_side)
             rejected = self._side(rejected_side)
             margin = chosen.score - rejected.score - self.gamma
+            scored = torch.minimum(chosen.critical_count, rejected.critical_count).clamp_(max=1.0)
             # −log σ(x) has slope −σ(−x); each score is Σ_t c_t ℓ_t / d.
-            slope = torch.sigmoid(margin.neg())
+            slope = torch.sigmoid(margin.neg()).mul_(scored)
             critical_share = (chosen.critical_count + rejected.critical_count).sum() / (
                 chosen.stats.count + rejected.stats.count
             ).sum().clamp(min=1.0)
         per_pair = with_token_gradient(
-            logistic_loss(margin),
+            logistic_loss(margin).mul_(scored),
             (chosen_side.policy, rejected_side.policy),
             (
                 TokenSlopes((chosen.critical,), (slope.neg() / chosen.denominator,)),

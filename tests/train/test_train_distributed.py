@@ -20,6 +20,7 @@ from train_kit import (
     losses_of,
     prepared,
     run_config,
+    with_empty_rejected,
 )
 
 from tokenpo.train.metrics import read_metrics
@@ -48,18 +49,26 @@ def test_two_ranks_match_one_rank_on_the_same_global_batch(
     tmp_path: Path, shards: Path, loss: str
 ) -> None:
     config = run_config(tmp_path, shards, loss={"name": loss}, data={"micro_batch_size": 2})
+    assert_one_rank_trains_like_two(tmp_path, config)
+
+
+def test_pairs_without_a_rejected_side_weigh_alike_on_one_and_two_ranks(
+    tmp_path: Path, shards: Path
+) -> None:
+    # The ranks' halves of a batch hold different numbers of them: FSDP's average of each
+    # rank's own mean over its valid pairs weighed the pairs of the two halves differently.
+    data = with_empty_rejected(shards, tmp_path / "data", rows=[0, 1, 2, 3, 5, 8, 13])
+    assert_one_rank_trains_like_two(tmp_path, run_config(tmp_path, data))
+
+
+def assert_one_rank_trains_like_two(tmp_path: Path, config: Path) -> None:
     one = tmp_path / "one"
     two = tmp_path / "two"
-    finish(
-        launch(
-            "--standalone", "--nproc-per-node=1", config=config, overrides=(f"run.out_dir={one}",)
+    for out_dir, ranks in ((one, 1), (two, 2)):
+        overrides = (f"run.out_dir={out_dir}",)
+        finish(
+            launch("--standalone", f"--nproc-per-node={ranks}", config=config, overrides=overrides)
         )
-    )
-    finish(
-        launch(
-            "--standalone", "--nproc-per-node=2", config=config, overrides=(f"run.out_dir={two}",)
-        )
-    )
     assert [step for step, _ in losses_of(one)] == [1, 2, 3, 4]
     assert_same_trace(losses_of(two), losses_of(one))
     norms = [[r["grad_norm"] for r in read_metrics(d / "metrics.jsonl")] for d in (one, two)]

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.feather as feather
 import tomli_w
 
 import tokenpo
 from prep_data import make_pairs, train_tokenizer, write_rows
+from tokenpo.data.shards import read_shard
 from tokenpo.train.metrics import read_metrics
 
 TINY_GPT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4}
@@ -28,6 +32,31 @@ def prepared(directory: Path, *, pairs: int = 48, seed: int = 0, fmt: str = "ipc
     raw = write_rows(make_pairs(pairs, seed=seed, scores=True), directory / f"raw-{seed}.jsonl")
     out = directory / f"shards-{seed}"
     tokenpo.prep([raw], tokenizer, out, tokenpo.PrepOptions(format=fmt, shard_rows=20))  # type: ignore[arg-type]
+    return out
+
+
+def with_empty_rejected(shards: Path, out: Path, rows: list[int]) -> Path:
+    """A copy of the IPC ``shards`` at ``out`` where pairs ``rows`` of the first shard have an
+    empty rejected completion (prep never writes one): every loss but sft leaves them out."""
+    shutil.copytree(shards, out)
+    shard = sorted(out.glob("shard-*"))[0]
+    table = read_shard(shard)
+    emptied = {
+        "rejected_ids": [],
+        "rejected_weight": [],
+        "rejected_diff": [],
+        "shared_prefix_len": 0,
+    }
+    for name, empty in emptied.items():
+        values = table.column(name).to_pylist()
+        for row in rows:
+            values[row] = empty
+        index = table.schema.get_field_index(name)
+        column = pa.array(values, type=table.schema.field(name).type)
+        table = table.set_column(index, table.schema.field(name), column)
+    # The shard is memory-mapped: write beside it, then replace it.
+    feather.write_feather(table, shard.with_suffix(".tmp"), compression="uncompressed")
+    shard.with_suffix(".tmp").replace(shard)
     return out
 
 

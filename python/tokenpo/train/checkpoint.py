@@ -8,7 +8,8 @@ Layout of ``RUN_DIR/checkpoints/``::
 
 Every rank writes into ``step-N.partial``; after a barrier rank 0 renames it to ``step-N`` and
 only then moves ``latest`` (temporary file + rename). A crash before that leaves ``latest`` on
-the previous checkpoint. The last ``keep`` checkpoints are kept.
+the previous checkpoint. A step is saved once: the directory ``latest`` names is never written
+over. The last ``keep`` checkpoints are kept.
 """
 
 from __future__ import annotations
@@ -32,7 +33,14 @@ from torch.distributed.checkpoint.state_dict_saver import save as save_sharded
 from tokenpo.exceptions import InputError
 from tokenpo.train.distributed import World
 
-__all__ = ["Checkpointer", "complete_checkpoints", "latest_checkpoint", "single_process_quiet"]
+__all__ = [
+    "Checkpointer",
+    "complete_checkpoints",
+    "latest_checkpoint",
+    "restore_rng",
+    "rng_state",
+    "single_process_quiet",
+]
 
 _STEP_DIR = re.compile(r"^step-(\d{6,})$")
 
@@ -54,8 +62,11 @@ class Checkpointer:
     ) -> Path:
         """Writes checkpoint ``step``: the sharded weights of ``model`` (every trained module
         under one root), its optimizer, and this rank's ``trainer_state`` (plain Python objects
-        and CPU tensors)."""
+        and CPU tensors). Does nothing when ``latest`` already names step ``step``: the run
+        resumed from it, or stopped early right after a periodic save."""
         final = self.directory / f"step-{step:06d}"
+        if self.latest() == final:
+            return final
         partial = final.with_name(final.name + ".partial")
         if self.world.is_main:
             shutil.rmtree(partial, ignore_errors=True)
@@ -69,6 +80,8 @@ class Checkpointer:
         torch.save(trainer_state, partial / f"trainer-rank{self.world.rank}.pt")
         self._barrier()
         if self.world.is_main:
+            # Not the checkpoint ``latest`` names (see above): left by a run killed before it
+            # moved ``latest``, so deleting it first cannot leave ``latest`` dangling.
             shutil.rmtree(final, ignore_errors=True)
             partial.rename(final)
             _write_atomically(self.directory / "latest", final.name)
@@ -87,15 +100,19 @@ class Checkpointer:
         state.
 
         Raises:
-            InputError: the checkpoint was written by a run with another number of ranks.
+            InputError: the checkpoint was written by a run with another number of ranks
+                (raised on every rank, before any collective).
         """
-        own = path / f"trainer-rank{self.world.rank}.pt"
-        if not own.is_file() or (path / f"trainer-rank{self.world.world_size}.pt").exists():
+        # One trainer file per rank records the world size, the same for every rank to read:
+        # a rank that alone found its file missing raised while the others entered the load.
+        saved = len(list(path.glob("trainer-rank*.pt")))
+        if saved != self.world.world_size:
             raise InputError(
-                f"{path}: written by a run with a number of ranks other than "
-                f"{self.world.world_size}",
+                f"{path}: written by a run of {saved} rank(s), this one has "
+                f"{self.world.world_size}; resume with {saved}",
                 file=str(path),
             )
+        own = path / f"trainer-rank{self.world.rank}.pt"
         state = _sharded_state(model, optimizer)
         with single_process_quiet():
             load_sharded(state, checkpoint_id=path, no_dist=not self.world.distributed)
@@ -136,8 +153,26 @@ def complete_checkpoints(directory: Path) -> list[Path]:
     first."""
     return sorted(
         (path for path in directory.iterdir() if _STEP_DIR.match(path.name)),
-        key=lambda path: path.name,
+        key=lambda path: int(path.name.removeprefix("step-")),
     )
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """The random states a resumed run restores: the CPU generator's, and on a GPU that of
+    this rank's device only (every visible device's would touch, and create a context on,
+    the other ranks' GPUs)."""
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return {"torch_rng": torch.get_rng_state(), "cuda_rng": cuda}
+
+
+def restore_rng(state: dict[str, Any], device: torch.device) -> None:
+    """Restores what :func:`rng_state` saved in ``state`` on ``device``."""
+    torch.set_rng_state(state["torch_rng"])
+    cuda = state["cuda_rng"]
+    if isinstance(cuda, list):  # older checkpoints hold every visible device's
+        cuda = cuda[device.index] if cuda else None
+    if cuda is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(cuda, device)
 
 
 def _sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:

@@ -27,12 +27,12 @@ from torch.distributed.tensor import DTensor
 
 from tokenpo.exceptions import ConfigError
 from tokenpo.models import export_hf
-from tokenpo.train.checkpoint import Checkpointer
+from tokenpo.train.checkpoint import Checkpointer, restore_rng, rng_state
 from tokenpo.train.config import TrainConfig, save_config
-from tokenpo.train.distributed import World, all_reduce_mean, world
+from tokenpo.train.distributed import World, world
 from tokenpo.train.metrics import MetricsLog, peak_memory_gib
 from tokenpo.train.setup import Components, build_components
-from tokenpo.train.step import PassTotals, run_pairs
+from tokenpo.train.step import PassTotals, pass_metrics, run_pairs
 
 __all__ = ["Reporter", "TrainResult", "tokenizer_files", "train"]
 
@@ -116,6 +116,7 @@ class _Loop:
         self.reporter = reporter if this.is_main else None
         self.checkpointer = Checkpointer(run_dir / "checkpoints", config.checkpoint.keep, this)
         self.step = 0
+        self.stopped_early = False
         self.best: float | None = None
         self.stale_validations = 0
         self.initial_val: dict[str, float] = {}
@@ -134,14 +135,13 @@ class _Loop:
             self.reporter.start(total_steps=self.parts.total_steps, first_step=self.step)
         if self.parts.val_data is not None and not self.initial_val:
             self.initial_val = self._validate()
-        stopped_early = False
         batches = iter(self.parts.sampler)
-        while self.step < self.parts.total_steps and not stopped_early:
+        while self.step < self.parts.total_steps and not self.stopped_early:
             record = self._train_step(next(batches))
             self.step += 1
             if self.step % self.config.logging.every == 0 or self.step == self.parts.total_steps:
                 self._log(record)
-            stopped_early = self._maybe_validate()
+            self.stopped_early = self._maybe_validate()
             every = self.config.checkpoint.every
             if every and self.step % every == 0 and self.step < self.parts.total_steps:
                 self._save()
@@ -151,7 +151,7 @@ class _Loop:
             run_dir=self.run_dir,
             steps=self.step,
             export_dir=export_dir,
-            stopped_early=stopped_early,
+            stopped_early=self.stopped_early,
             last_metrics=self.last,
             is_main=self.world.is_main,
         )
@@ -167,7 +167,7 @@ class _Loop:
             policy=parts.policy,
             reference=parts.reference,
             objective=parts.objective,
-            device=self.world.device,
+            world=self.world,
             backward=True,
             autocast=self._autocast,
         )
@@ -177,9 +177,9 @@ class _Loop:
         learning_rate = float(parts.scheduler.get_last_lr()[0])
         parts.scheduler.step()
         seconds = time.perf_counter() - started
-        record = all_reduce_mean(
+        record = pass_metrics(
             {
-                **totals.metrics(),
+                **totals.rank_values(),
                 "tokens_per_s": totals.sequence_tokens / seconds,
                 "input_tokens_per_s": totals.input_tokens / seconds,
             },
@@ -252,14 +252,12 @@ class _Loop:
                 policy=parts.policy,
                 reference=parts.reference,
                 objective=parts.objective,
-                device=self.world.device,
+                world=self.world,
                 backward=False,
                 autocast=self._autocast,
             )
-            totals.pairs += part.pairs
-            for name, value in part.metric_sums.items():
-                totals.metric_sums[name] = totals.metric_sums.get(name, 0.0) + value
-        return all_reduce_mean(totals.metrics(), self.world)
+            totals.add(part)
+        return pass_metrics(totals.rank_values(), self.world)
 
     def _should_stop(self, record: dict[str, float]) -> bool:
         name = self.config.logging.early_stop_metric
@@ -286,10 +284,12 @@ class _Loop:
             "step": self.step,
             "sampler": self.parts.sampler.state_dict(),
             "scheduler": self.parts.scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            **rng_state(self.world.device),
             "early_stop": {"best": self.best, "stale": self.stale_validations},
+            # A run killed while exporting after an early stop resumes straight to the export.
+            "stopped_early": self.stopped_early,
             "initial_val": self.initial_val,
+            "last_metrics": self.last,
         }
 
     def _save(self) -> None:
@@ -310,12 +310,12 @@ class _Loop:
         self.step = int(state["step"])
         self.parts.sampler.load_state_dict(state["sampler"])
         self.parts.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"]:
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        restore_rng(state, self.world.device)
         self.best = state["early_stop"]["best"]
         self.stale_validations = int(state["early_stop"]["stale"])
+        self.stopped_early = bool(state.get("stopped_early", False))
         self.initial_val = dict(state["initial_val"])
+        self.last = dict(state.get("last_metrics", {}))
         if self.reporter:
             self.reporter.message(f"resumed from {latest} at step {self.step}")
         return self.step

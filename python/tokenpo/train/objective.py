@@ -15,6 +15,7 @@ import torch
 
 from tokenpo import losses
 from tokenpo.data.collate import PackedBatch
+from tokenpo.data.dataset import PairRows
 from tokenpo.losses import LossOutput, PairLogps
 from tokenpo.train.forward import Scores
 
@@ -43,6 +44,13 @@ class Objective:
     def __call__(self, batch: PairLogps) -> LossOutput:
         """The loss of ``batch`` and its metrics."""
         return self.loss(batch)
+
+    def averaged_pairs(self, rows: PairRows) -> int:
+        """How many of ``rows`` the loss averages over: sft every pair, the others those with
+        a completion token on each side (the rest have no margin)."""
+        if not self.needs_rejected:
+            return len(rows)
+        return int(((rows.chosen_ids.lengths > 0) & (rows.rejected_ids.lengths > 0)).sum())
 
 
 def objective_names() -> tuple[str, ...]:

@@ -231,8 +231,9 @@ def report_command(
 
 
 def _plot_joint_f1(summaries: dict[str, dict[str, dict[str, float | None]]], path: Path) -> None:
-    """A PNG of two bar charts with ± std error bars: each model's mean joint micro-F1, and
-    each trained model's change over the SFT model in points, where the methods differ."""
+    """A PNG of two bar charts with ± sample std error bars: each model's mean joint
+    micro-F1, and each trained model's change over the SFT model in points, where the methods
+    differ."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -268,14 +269,15 @@ def _plot_joint_f1(summaries: dict[str, dict[str, dict[str, float | None]]], pat
 
 
 def _cell(item: dict[str, float | None], style: str = ".3f") -> str:
-    """``mean`` in ``style`` (a format spec; ``%`` shows a change in percent), with the std
-    below it: narrow enough for an 80-column terminal."""
-    mean, std = item.get("mean"), item.get("std")
+    """``mean`` in ``style`` (a format spec; ``%`` shows a change in percent), with the
+    sample std below it when several seeds give it (``±0.000`` too, so a cell over seeds
+    never reads as one seed's value): narrow enough for an 80-column terminal."""
+    mean, std, seeds = item.get("mean"), item.get("std"), item.get("n") or 0
     if mean is None:
         return "—"
     if style == "%":
         return f"{100 * mean:+.1f}%"
-    return f"{mean:{style}}" if not std else f"{mean:{style}}\n±{std:.3f}"
+    return f"{mean:{style}}" if seeds < 2 or std is None else f"{mean:{style}}\n±{std:.3f}"
 
 
 _COLUMNS = {
@@ -296,7 +298,8 @@ def _print_report(results: dict[str, object]) -> None:
     table = Table(
         title="tokenpo demo: test split",
         caption="micro-F1 (joint, code, subcode, span), exact recall of held-out spans, "
-        "JSON validity, chosen log-prob drift (nats), joint F1 change over SFT",
+        "JSON validity, chosen log-prob drift (nats), joint F1 change over SFT; "
+        "mean ± sample std over seeds",
         box=box.SIMPLE_HEAD,
         padding=(0, 0),
         pad_edge=False,

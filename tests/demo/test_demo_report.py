@@ -70,9 +70,22 @@ def test_the_report_table_fits_80_columns_with_every_model_and_std(
     _print_report({"summaries": summaries_to_dict(summaries)})
     printed = capsys.readouterr().out
     assert max(len(line) for line in printed.splitlines()) <= 80, printed
-    for cell in ("sft_continued", "+0.850", "±0.071", "+4.0%"):
+    for cell in ("sft_continued", "+0.850", "±0.071", "+4.0%", "sample std"):
         assert cell in printed, printed
     assert "…" not in printed, printed
+
+
+def test_report_cells_show_a_zero_std_over_seeds_but_none_for_one_seed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seed = {**dict.fromkeys(METRICS, 0.5), "relative_joint_f1": 0.04}
+    summaries = aggregate({"sft": [seed], "tabpo": [seed, seed, seed]}, METRICS)
+    _print_report({"summaries": summaries_to_dict(summaries)})
+    lines = capsys.readouterr().out.splitlines()
+    sft = next(index for index, line in enumerate(lines) if line.lstrip().startswith("sft"))
+    tabpo = next(index for index, line in enumerate(lines) if line.lstrip().startswith("tabpo"))
+    assert "±" not in lines[sft + 1], lines
+    assert lines[tabpo + 1].count("±0.000") == len(METRICS), lines
 
 
 def _eval(path: Path, joint: float) -> None:

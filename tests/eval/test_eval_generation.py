@@ -17,6 +17,7 @@ from prep_data import write_model_dir, write_rows
 from tokenpo.data.shards import read_shard
 from tokenpo.eval import PromptTokenizer, generate_completions
 from tokenpo.exceptions import InputError, TokenizerError
+from tokenpo.synthetic.task import parse_annotations
 
 PROMPTS: list[Any] = [
     [{"role": "user", "content": "Annotate: can you send a refill of my lisinopril?"}],
@@ -167,3 +168,71 @@ def test_bad_messages_and_tokens_outside_the_vocabulary(model_dir: Path) -> None
     small = tiny_gpt(vocab_size=100)
     with pytest.raises(InputError, match=r"outside the model's vocabulary \[0, 100\)"):
         generate_completions(small, tokenizer, PROMPTS, max_new_tokens=2, batch_size=2)
+
+
+def test_the_models_generation_config_does_not_change_greedy_decoding(model_dir: Path) -> None:
+    tokenizer = PromptTokenizer.load(model_dir)
+    model = build("transformers", len(tokenizer.tokenizer))
+    expected = [
+        greedy_without_cache(model, tokenizer.encode(prompt), STEPS, tokenizer.eos_token_id)
+        for prompt in PROMPTS
+    ]
+    # A saved generation_config.json may ask for all of these; greedy decoding ignores them.
+    own = model.generation_config
+    own.num_beams = 3
+    own.repetition_penalty = 5.0
+    own.no_repeat_ngram_size = 1
+    own.min_new_tokens = STEPS
+    own.suppress_tokens = [expected[0][0]]
+    own.bad_words_ids = [[expected[1][0]]]
+    got = generate_completions(model, tokenizer, PROMPTS, max_new_tokens=STEPS, batch_size=2)
+    assert got == [tokenizer.decode(ids) for ids in expected]
+    assert model.generation_config is own
+    assert (own.num_beams, own.repetition_penalty) == (3, 5.0)
+
+
+def test_a_special_token_the_model_emits_stays_in_the_completion(model_dir: Path) -> None:
+    tokenizer = PromptTokenizer.load(model_dir)
+    im_start = tokenizer.tokenizer.convert_tokens_to_ids("<|im_start|>")
+    broken = tokenizer.decode(
+        [*tokenizer.tokenizer.encode("[]", add_special_tokens=False), im_start]
+    )
+    assert broken == "[]<|im_start|>"
+    assert parse_annotations(broken) is None
+
+
+@pytest.mark.parametrize("family", ["gpt", "transformers"])
+def test_completions_keep_special_tokens_before_the_eos(
+    family: str, model_dir: Path, tmp_path: Path
+) -> None:
+    tokenizer = PromptTokenizer.load(model_dir)
+    model = build(family, len(tokenizer.tokenizer))
+    full = [
+        greedy_without_cache(model, tokenizer.encode(prompt), STEPS, tokenizer.eos_token_id)
+        for prompt in PROMPTS
+    ]
+    # Mark a token the first completion emits (and no prompt holds) as a special token.
+    prompt_ids = {token for prompt in PROMPTS for token in tokenizer.encode(prompt)}
+    special = next(token for token in full[0] if token not in prompt_ids)
+    directory = tmp_path / "model"
+    shutil.copytree(model_dir, directory)
+    spec = json.loads((directory / "tokenizer.json").read_text())
+    spec["added_tokens"].append(
+        {
+            "id": special,
+            "content": tokenizer.tokenizer.convert_ids_to_tokens(special),
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": True,
+        }
+    )
+    (directory / "tokenizer.json").write_text(json.dumps(spec))
+    marked = PromptTokenizer.load(directory)
+    assert marked.tokenizer.decode([special], skip_special_tokens=True) == ""
+    assert [marked.encode(prompt) for prompt in PROMPTS] == [tokenizer.encode(p) for p in PROMPTS]
+
+    got = generate_completions(model, directory, PROMPTS, max_new_tokens=STEPS, batch_size=2)
+    # The text of every generated token, as the tokenizer without the mark decodes it.
+    assert got == [tokenizer.tokenizer.decode(ids) for ids in full]

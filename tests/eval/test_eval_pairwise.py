@@ -16,6 +16,7 @@ import tokenpo
 from prep_data import make_pairs, write_model_dir, write_rows
 from tokenpo.data.dataset import PairDataset
 from tokenpo.eval import PairwiseScores, pairwise_accuracy
+from tokenpo.eval.pairwise import TIE_TOLERANCE
 from tokenpo.exceptions import ConfigError, InputError
 from tokenpo.train.ref_logps import RefLogpsOptions, compute_ref_logps
 
@@ -59,8 +60,8 @@ def by_hand(policy: nn.Module, reference: nn.Module, prepared: Path) -> Pairwise
         margin = (logp["policy", "chosen"] - logp["reference", "chosen"]) - (
             logp["policy", "rejected"] - logp["reference", "rejected"]
         )
-        correct += margin > 0
-        ties += margin == 0
+        correct += margin > TIE_TOLERANCE
+        ties += abs(margin) <= TIE_TOLERANCE
         chosen_logps.append(logp["policy", "chosen"])
         rejected_logps.append(logp["policy", "rejected"])
         margins.append(margin)
@@ -139,3 +140,34 @@ def test_a_vocabulary_too_small_for_the_pairs(setup: tuple[Path, Path, Path]) ->
     prepared, policy_dir, _ = setup
     with pytest.raises(InputError, match=r"outside the reference's vocabulary \[0, 50\)"):
         pairwise_accuracy(load(policy_dir), prepared, reference=tiny_gpt(50))
+
+
+def test_a_policy_equal_to_its_stored_reference_gives_only_ties(
+    setup: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    prepared, _, reference_dir = setup
+    stored = tmp_path / "prepared"
+    shutil.copytree(prepared, stored)
+    compute_ref_logps(stored, reference_dir, RefLogpsOptions(device="cpu", batch_size=3))
+    # Batched differently from ref-logps, the same model's sums differ by float noise.
+    for batch_size in (1, 5, PAIRS):
+        scores = pairwise_accuracy(load(reference_dir), stored, batch_size=batch_size)
+        assert (scores.correct, scores.ties) == (0, PAIRS), batch_size
+
+
+def test_no_pairs_to_score(setup: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    prepared, policy_dir, reference_dir = setup
+    dataset = PairDataset.open(prepared)
+    empty = PairDataset(dataset.manifest, dataset.table.slice(0, 0))
+    with pytest.raises(InputError, match=f"{prepared}: no pairs to score"):
+        pairwise_accuracy(load(policy_dir), empty, reference=load(reference_dir))
+    (tmp_path / "pairs.jsonl").write_text("")
+    tokenpo.prep([tmp_path / "pairs.jsonl"], reference_dir, tmp_path / "prepared")
+    with pytest.raises(InputError, match="prepared: the prepared directory holds no pairs"):
+        pairwise_accuracy(load(policy_dir), tmp_path / "prepared", reference=load(reference_dir))
+
+
+def test_a_negative_tie_tolerance(setup: tuple[Path, Path, Path]) -> None:
+    prepared, policy_dir, _ = setup
+    with pytest.raises(ConfigError, match="tie_tolerance: must be at least 0, got -1"):
+        pairwise_accuracy(load(policy_dir), prepared, tie_tolerance=-1)

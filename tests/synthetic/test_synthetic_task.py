@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import string
 from collections import Counter
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from tokenpo.synthetic.task import (
     to_json,
     write_split,
 )
+from tokenpo.synthetic.vocabulary import CLOSERS, CONNECTORS, FILLERS, OPENERS, whole_words
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +38,9 @@ def task() -> TaskData:
 
 
 def held_out_pattern(slots: list[str]) -> re.Pattern[str]:
+    """The held-out values of ``slots`` as whole words, in any case."""
     values = [value for slot in slots for value in SLOTS[slot].held_out]
-    return re.compile("|".join(rf"(?<!\w){re.escape(value)}(?!\w)" for value in values))
+    return re.compile(whole_words(values).pattern, re.IGNORECASE)
 
 
 def test_the_same_seed_gives_the_same_data(task: TaskData):
@@ -58,9 +61,27 @@ def test_training_messages_use_training_slot_values_only(task: TaskData):
     train_values = {value for slot in SLOTS.values() for value in slot.train}
     for example in task.train:
         assert set(example.slot_values) <= train_values
-    # Drug names, tests, insurers and doctors are distinctive enough to search for in the text.
-    distinctive = held_out_pattern(["drug", "lab_test", "insurer", "doctor", "facility"])
-    assert not [example.message for example in task.train if distinctive.search(example.message)]
+    held_out = held_out_pattern(list(SLOTS))
+    assert not [m.group() for e in task.train if (m := held_out.search(e.message))]
+
+
+def test_no_held_out_value_occurs_as_whole_words_in_training_text():
+    """In a template or fixed sentence with one slot filled by each training value (the
+    other slots left out), or inside a training value."""
+    held_out = held_out_pattern(list(SLOTS))
+    sentences = [t.replace("[", "").replace("]", "") for ts in TEMPLATES.values() for t in ts]
+    sentences += [*OPENERS, *FILLERS, *CLOSERS, *CONNECTORS]
+    texts = [value for slot in SLOTS.values() for value in slot.train]
+    for sentence in sentences:
+        names = [name for _, name, _, _ in string.Formatter().parse(sentence) if name]
+        blank = dict.fromkeys(names, "…")
+        texts.append(sentence.format_map(blank))
+        texts += [
+            sentence.format_map({**blank, name: value})
+            for name in set(names)
+            for value in SLOTS[name].train
+        ]
+    assert not [(m.group(), text) for text in texts if (m := held_out.search(text))]
 
 
 def test_a_share_of_evaluated_spans_hold_held_out_values(task: TaskData):

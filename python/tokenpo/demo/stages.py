@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +27,7 @@ from tokenpo.synthetic import (
     parse_annotations,
     write_rows,
 )
-from tokenpo.synthetic.task import Example
+from tokenpo.synthetic.task import Example, Split
 from tokenpo.train.config import load_config
 from tokenpo.train.loop import TrainResult, train
 from tokenpo.train.ref_logps import compute_ref_logps
@@ -37,6 +37,7 @@ __all__ = [
     "PairsOptions",
     "SftOptions",
     "make_pairs",
+    "pair_rows",
     "prep_pairs",
     "read_examples",
     "run_sft",
@@ -184,15 +185,16 @@ def run_sft(data_dir: Path, out: Path, options: SftOptions, log: Log = _quiet) -
     return stop
 
 
-def read_examples(path: Path) -> list[Example]:
-    """The examples of a split file written by ``tokenpo demo data``."""
+def read_examples(path: Path, split: Split) -> list[Example]:
+    """The examples of a split file written by ``tokenpo demo data``, marked as of ``split``
+    (which decides whether their negatives may use held-out slot values)."""
     examples = []
     for line in path.read_text().splitlines():
         row = json.loads(line)
         annotations = parse_annotations(row["gold"])
         if annotations is None:
             raise ConfigError(f"{path}: a gold annotation does not parse: {row['gold']!r}")
-        examples.append(Example(row["message"], tuple(annotations), "train", ()))
+        examples.append(Example(row["message"], tuple(annotations), split, ()))
     return examples
 
 
@@ -212,10 +214,36 @@ class PairsOptions:
     """Where the SFT model generates and scores."""
 
 
+def pair_rows(
+    examples: Sequence[Example],
+    outputs: Sequence[str],
+    stats: ConfusionStats,
+    *,
+    rng: random.Random,
+    negatives: int,
+) -> list[dict[str, Any]]:
+    """Preference rows: ``negatives`` perturbed negatives per example, then the model's own
+    wrong valid ``outputs``. A pair drawn twice (an output equal to a perturbation) is kept
+    once, the first time."""
+    drawn = [
+        (example, negative)
+        for example in examples
+        for negative in make_negatives(example, stats, rng=rng, count=negatives)
+    ]
+    drawn += pairs_from_model_outputs(examples, outputs)
+    seen: set[tuple[str, str]] = set()
+    rows = []
+    for example, negative in drawn:
+        if (example.message, negative.text) not in seen:
+            seen.add((example.message, negative.text))
+            rows.append(pair_row(example, negative))
+    return rows
+
+
 def _pairs_for(
-    model: Path, data_dir: Path, split: str, options: PairsOptions, limit: int | None
+    model: Path, data_dir: Path, split: Split, options: PairsOptions, limit: int | None
 ) -> tuple[list[dict[str, Any]], ConfusionStats]:
-    examples = read_examples(data_dir / f"{split}.jsonl")[:limit]
+    examples = read_examples(data_dir / f"{split}.jsonl", split)[:limit]
     outputs = evaluate(
         model,
         data_dir / f"{split}.jsonl",
@@ -224,15 +252,7 @@ def _pairs_for(
     ).completions
     stats = ConfusionStats.from_outputs(examples, outputs)
     rng = random.Random(f"{options.seed}/{split}")
-    rows = [
-        pair_row(example, negative)
-        for example in examples
-        for negative in make_negatives(example, stats, rng=rng, count=options.negatives)
-    ]
-    rows += [
-        pair_row(example, negative)
-        for example, negative in pairs_from_model_outputs(examples, outputs)
-    ]
+    rows = pair_rows(examples, outputs, stats, rng=rng, negatives=options.negatives)
     return rows, stats
 
 
@@ -245,7 +265,8 @@ def make_pairs(
     log-probs from ``model``. Returns a summary (also ``out/pairs.json``)."""
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {}
-    for split, name in (("train", "train"), ("validation", "val")):
+    splits: tuple[tuple[Split, str], ...] = (("train", "train"), ("validation", "val"))
+    for split, name in splits:
         raw = out / f"{name}_pairs.jsonl"
         limit = options.limit if split == "train" else None
         if not raw.is_file():

@@ -16,7 +16,10 @@ prep's minijinja (so far) without, so a template whose block tags are followed b
 renders differently (a strict xfail in tests/eval/test_eval_generation.py tracks it).
 
 Decoding is greedy with a KV cache: the built-in GPT's ``generate``, or transformers'
-``generate`` on left-padded batches. Completions stop before the first EOS.
+``generate`` on left-padded batches with a plain greedy configuration in place of the model's
+own ``generation_config`` (which could ask for sampling, beams, penalties or suppressed
+tokens). Completions stop before the first EOS and keep every special token the model emits
+before it, so an output with a stray ``<|im_start|>`` is not valid JSON.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any, cast
 
 import torch
 from torch import nn
-from transformers import PreTrainedTokenizerFast
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerFast
 
 from tokenpo.eval._inference import inference, model_device, vocabulary_size
 from tokenpo.exceptions import InputError, TokenizerError
@@ -151,8 +154,10 @@ class PromptTokenizer:
         return cast(str, rendered)
 
     def decode(self, ids: Sequence[int]) -> str:
-        """The text of generated ids, special tokens left out."""
-        return cast(str, self.tokenizer.decode(list(ids), skip_special_tokens=True))
+        """The text of generated ids (cut before the EOS), special tokens included: one the
+        model emits is part of its output, and leaving it out could make a broken output
+        parse."""
+        return cast(str, self.tokenizer.decode(list(ids), skip_special_tokens=False))
 
     @property
     def pad_token_id(self) -> int:
@@ -229,16 +234,33 @@ def _greedy(
         input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
         attention_mask[row, width - len(prompt) :] = 1
     device = model_device(model)
-    with inference(model):
-        sequences = model.generate(  # type: ignore[operator]
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
-            do_sample=False,
-            use_cache=True,  # whatever the config says: a model saved mid-training may say no
-            max_new_tokens=max_new_tokens,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
+    configure: Callable[..., GenerationConfig] = GenerationConfig  # untyped in transformers
+    greedy = configure(
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=0,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+        use_cache=True,  # whatever the config says: a model saved mid-training may say no
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    # generate() fills every field a passed config leaves unset from model.generation_config,
+    # so that one is swapped for the greedy config during the call.
+    language_model = cast(PreTrainedModel, model)
+    own_config = language_model.generation_config
+    language_model.generation_config = greedy
+    try:
+        with inference(model):
+            sequences = language_model.generate(  # type: ignore[operator]
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                generation_config=greedy,
+            )
+    finally:
+        language_model.generation_config = own_config
+    # Rows that stopped early are padded after their EOS: the cut leaves padding out.
     new_tokens: list[list[int]] = sequences[:, width:].tolist()
     eos = tokenizer.eos_token_id
     return [row[: row.index(eos)] if eos in row else row for row in new_tokens]

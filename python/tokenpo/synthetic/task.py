@@ -220,9 +220,10 @@ def _fill(text: str, pool: Mapping[str, Sequence[str]], rng: random.Random, used
     return text.format_map(values)
 
 
-TASK_VERSION = 2
+TASK_VERSION = 3
 """Bumped whenever the generated data change for the same arguments (2: a share of held-out
-spans instead of all). The demo's pipeline file passes it to ``tokenpo demo data``, so a
+spans instead of all; 3: no held-out value in training text, not even inside a template or a
+longer value). The demo's pipeline file passes it to ``tokenpo demo data``, so a
 workdir made by an older tokenpo generates its data, and everything after, again."""
 
 HELD_OUT_SPAN_SHARE = 0.25

@@ -5,12 +5,18 @@ real values, name-like and numeric slots get generated training values (pseudo-w
 names, random amounts, doses, dates and times): each occurs a few times in the training text at
 most, so memorizing slot values cannot fit the training spans and the model has to learn to
 copy them, which is what the held-out values of validation and test measure.
+
+No held-out value occurs as whole words in training text: not in a template or fixed sentence,
+not inside a training value, not where a training value meets its template's words (so "back
+pain" cannot be held out while "the {body_part} pain" fills "upper back");
+tests/synthetic/test_synthetic_task.py checks it.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -22,6 +28,7 @@ __all__ = [
     "SLOTS",
     "TEMPLATES",
     "SlotValues",
+    "whole_words",
 ]
 
 
@@ -81,7 +88,7 @@ _REAL_VALUES: dict[str, list[str]] = {
     + [f"{amount} mg" for amount in (200, 250, 300, 400, 500, 600, 750, 800, 1000)]
     + ["half a tablet", "two tablets", "one capsule"],
     "symptom": _values(
-        "headaches|dizziness|nausea|chest pain|back pain|heartburn|fatigue|insomnia|"
+        "headaches|dizziness|nausea|chest pain|toothaches|heartburn|fatigue|insomnia|"
         "night sweats|blurry vision|joint pain|muscle cramps|hives|chills|fevers|coughing|"
         "wheezing|swelling|numbness|tingling|itching|diarrhea|constipation|bloating|"
         "palpitations|shortness of breath|ear pain|neck pain|stomach pain|hot flashes|"
@@ -93,7 +100,7 @@ _REAL_VALUES: dict[str, list[str]] = {
         "for two days|for three days|for four days|for five days|for a week|for two weeks|"
         "for three weeks|for a month|for six weeks|for two months|since last night|"
         "since this morning|since yesterday|since the weekend|since my last visit|"
-        "since the holidays|after meals|at night|every morning|on and off"
+        "since the holidays|after meals|at bedtime|every morning|on and off"
     ),
     "body_part": _values(
         "left knee|right knee|lower back|upper back|left shoulder|right shoulder|neck|"
@@ -121,7 +128,7 @@ _REAL_VALUES: dict[str, list[str]] = {
     "specialist": _values(
         "cardiologist|dermatologist|neurologist|orthopedist|podiatrist|urologist|"
         "gastroenterologist|endocrinologist|rheumatologist|allergist|pulmonologist|"
-        "oncologist|nephrologist|psychiatrist|therapist|physical therapist|nutritionist|"
+        "oncologist|nephrologist|psychiatrist|chiropractor|physical therapist|nutritionist|"
         "audiologist|eye doctor|surgeon|sleep specialist|pain specialist|ear doctor|"
         "gynecologist|hematologist"
     ),
@@ -171,6 +178,16 @@ _REAL_WORDS = {
 }
 
 
+def whole_words(values: Iterable[str]) -> re.Pattern[str]:
+    """Finds any of ``values`` as whole words: not inside a longer word or number (``10 am``
+    is in ``at 10 am`` and in ``1:10 am``, not in ``110 am``)."""
+    longest_first = sorted(values, key=len, reverse=True)
+    return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, longest_first)) + r")(?!\w)")
+
+
+_REAL_VALUE = whole_words(value for values in _REAL_VALUES.values() for value in values)
+
+
 def _pseudo_word(rng: random.Random, syllables: int) -> str:
     """A pronounceable non-word that is no word of a real slot value (so no held-out value
     leaks into training text inside a generated one)."""
@@ -203,17 +220,17 @@ GENERATED_PER_SLOT = 200
 
 
 def _generated(name: str) -> list[str]:
-    """``GENERATED_PER_SLOT`` distinct values of slot ``name`` that are no real value of it,
-    the same on every import."""
+    """``GENERATED_PER_SLOT`` distinct values of slot ``name`` that hold no real value of any
+    slot as whole words (so no held-out value leaks into training text inside a generated
+    one, as ``10 am`` would inside ``1:10 am``), the same on every import."""
     generator = _GENERATORS.get(name)
     if generator is None:
         return []
     rng = random.Random(f"slot/{name}")
-    real = set(_REAL_VALUES[name])
     values: dict[str, None] = {}
     while len(values) < GENERATED_PER_SLOT:
         value = generator(rng)
-        if value not in real:
+        if not _REAL_VALUE.search(value):
             values[value] = None
     return list(values)
 

@@ -31,13 +31,14 @@ def prep_command(
     ],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")],
     format: Annotated[str, typer.Option(help="Shard format: parquet or ipc.")] = "parquet",
-    shard_rows: Annotated[int, typer.Option(help="Pairs per shard.")] = 100_000,
-    batch_rows: Annotated[int, typer.Option(help="Rows processed together.")] = 4096,
+    shard_rows: Annotated[int, typer.Option(min=1, help="Pairs per shard.")] = 100_000,
+    batch_rows: Annotated[int, typer.Option(min=1, help="Rows processed together.")] = 4096,
     max_len: Annotated[
-        int | None, typer.Option(help="Most tokens of prompt + longer completion.")
+        int | None, typer.Option(min=2, help="Most tokens of prompt + longer completion.")
     ] = None,
     max_prompt_len: Annotated[
-        int | None, typer.Option(help="Prompt tokens kept when truncating [default: max-len/2].")
+        int | None,
+        typer.Option(min=0, help="Prompt tokens kept when truncating [default: max-len/2]."),
     ] = None,
     drop_over_length: Annotated[
         bool, typer.Option(help="Quarantine pairs over --max-len instead of truncating.")
@@ -53,7 +54,7 @@ def prep_command(
         str, typer.Option(help=f"Importance preset: {', '.join(IMPORTANCE_PRESETS)}.")
     ] = "default",
     max_edit_distance: Annotated[
-        int, typer.Option(help="Edit distance beyond which a pair is unaligned.")
+        int, typer.Option(min=0, help="Edit distance beyond which a pair is unaligned.")
     ] = tokenpo.DEFAULT_MAX_EDIT_DISTANCE,
     engine: Annotated[
         str, typer.Option(help="Where to run: local (this machine's cores) or ray (a cluster).")
@@ -109,12 +110,16 @@ def _parse_column_map(spec: str | None) -> dict[str, str]:
         return {}
     mapping = {}
     for item in spec.split(","):
-        canonical, equals, actual = item.partition("=")
-        if not equals or not canonical.strip() or not actual.strip():
+        canonical, equals, actual = (part.strip() for part in item.partition("="))
+        if not equals or not canonical or not actual:
             raise typer.BadParameter(
                 f"expected NAME=COLUMN, got {item!r}", param_hint="--column-map"
             )
-        mapping[canonical.strip()] = actual.strip()
+        if canonical in mapping:
+            raise typer.BadParameter(
+                f"column {canonical!r} is mapped twice", param_hint="--column-map"
+            )
+        mapping[canonical] = actual
     return mapping
 
 

@@ -81,7 +81,8 @@ class ShippedBatchPreparer:
 
     def __init__(self, tokenizer: str, config_json: str) -> None: ...
     def prepare(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, pa.RecordBatch]:
-        """``(pairs, quarantined)`` of a shipped batch."""
+        """``(pairs, quarantined)`` of a shipped batch; raises `TokenizerError` when a
+        conversational row needs a chat template the tokenizer lacks or cannot parse."""
     def frequencies(self, prepared: pa.RecordBatch) -> tuple[int, pa.Array]:
         """``(documents, counts)``: token document frequencies of a batch of pairs."""
 

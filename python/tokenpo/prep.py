@@ -74,10 +74,21 @@ class PrepOptions:
     """Edit distance beyond which a pair is unaligned (every token in the diff)."""
 
     def __post_init__(self) -> None:
-        if self.max_len is not None and self.max_len < 2:
-            raise ConfigError(f"max_len: must be at least 2, got {self.max_len}")
+        least = {
+            "max_len": 2,
+            "max_prompt_len": 0,
+            "shard_rows": 1,
+            "batch_rows": 1,
+            "max_edit_distance": 0,
+        }
+        for name, minimum in least.items():
+            value = getattr(self, name)
+            if value is not None and value < minimum:
+                raise ConfigError(f"{name}: must be at least {minimum}, got {value}")
         if self.max_prompt_len is not None and self.max_len is None:
             raise ConfigError("max_prompt_len: needs max_len")
+        if self.drop_over_length and self.max_len is None:
+            raise ConfigError("drop_over_length: needs max_len (the length pairs are cut to)")
         if self.importance not in IMPORTANCE_PRESETS:
             raise ConfigError(
                 f"importance: unknown preset {self.importance!r}; "

@@ -9,10 +9,14 @@ use sha2::{Digest, Sha256};
 
 use crate::diff::{DiffOptions, DiffScratch, DiffStats, diff_into};
 use crate::difficulty::separation_key;
+use crate::error::Error;
 use crate::importance::{TEXT, classify_bytes, token_classes};
 use crate::io::checksum::to_hex;
 use crate::pair::{Message, Quarantined, RawPair, RowSource, Turns};
-use crate::tokenize::{Encoded, PairTokenizer};
+use crate::tokenize::{ChatTemplate, Encoded, PairTokenizer};
+
+#[cfg(test)]
+mod tests;
 
 /// Bits of the `truncated` column: which parts were cut to fit `max_len`.
 pub mod truncated {
@@ -34,6 +38,9 @@ pub struct LengthLimit {
     /// Quarantine pairs over `max_len` instead of truncating them.
     pub drop_over_length: bool,
 }
+
+/// Roles a prompt message may have; completion messages are the assistant's.
+const PROMPT_ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
 
 /// A prompt's rendering and tokens, shared by every pair that repeats the prompt.
 pub type PromptCache = HashMap<String, Arc<Encoded>>;
@@ -98,10 +105,15 @@ pub struct RenderedPair {
 }
 
 /// Renders a raw pair to texts: plain text as is; conversations through the chat template,
-/// the prompt being the given one or else the longest common message prefix.
-pub fn render(pair: &RawPair, tokenizer: &PairTokenizer) -> Result<RenderedPair, Quarantined> {
+/// the prompt being the given one or else the longest common message prefix. A row that
+/// cannot be used is set aside (the inner error); a conversation when the tokenizer has no
+/// chat template that parses stops the run, as every row like it would be set aside.
+pub fn render(
+    pair: &RawPair,
+    tokenizer: &PairTokenizer,
+) -> Result<Result<RenderedPair, Quarantined>, Error> {
     let source = pair.source;
-    match (&pair.prompt, &pair.chosen, &pair.rejected) {
+    Ok(match (&pair.prompt, &pair.chosen, &pair.rejected) {
         (prompt @ (None | Some(Turns::Text(_))), Turns::Text(chosen), Turns::Text(rejected)) => {
             let prompt = match prompt {
                 Some(Turns::Text(text)) => text.clone(),
@@ -110,31 +122,69 @@ pub fn render(pair: &RawPair, tokenizer: &PairTokenizer) -> Result<RenderedPair,
             Ok(RenderedPair { prompt, chosen: chosen.clone(), rejected: rejected.clone() })
         }
         (Some(Turns::Messages(prompt)), Turns::Messages(chosen), Turns::Messages(rejected)) => {
-            render_conversation(prompt, chosen, rejected, tokenizer, source)
+            let template = tokenizer.chat_template()?;
+            check_roles(source, "prompt", prompt, prompt.len())
+                .and_then(|()| check_roles(source, "chosen", chosen, 0))
+                .and_then(|()| check_roles(source, "rejected", rejected, 0))
+                .and_then(|()| render_conversation(prompt, chosen, rejected, template, source))
         }
         (None, Turns::Messages(chosen), Turns::Messages(rejected)) => {
+            let template = tokenizer.chat_template()?;
             let shared = chosen.iter().zip(rejected).take_while(|(a, b)| a == b).count();
-            render_conversation(
-                &chosen[..shared],
-                &chosen[shared..],
-                &rejected[shared..],
-                tokenizer,
-                source,
-            )
+            check_roles(source, "chosen", chosen, shared)
+                .and_then(|()| check_roles(source, "rejected", rejected, shared))
+                .and_then(|()| {
+                    render_conversation(
+                        &chosen[..shared],
+                        &chosen[shared..],
+                        &rejected[shared..],
+                        template,
+                        source,
+                    )
+                })
         }
         _ => Err(Quarantined::field(
             source,
             "prompt",
             "prompt and completions mix text and messages",
         )),
-    }
+    })
+}
+
+/// Checks the roles of the messages of `field`: those before `completion_start` belong to
+/// the prompt and need a known role, the others to a completion and must be the assistant's.
+fn check_roles(
+    source: RowSource,
+    field: &str,
+    messages: &[Message],
+    completion_start: usize,
+) -> Result<(), Quarantined> {
+    let misplaced = messages.iter().enumerate().find_map(|(index, message)| {
+        let role = message.role.as_str();
+        if index < completion_start {
+            (!PROMPT_ROLES.contains(&role)).then(|| {
+                format!(
+                    "unknown message role: {field} message {index} has role '{role}' \
+                     (expected system, user, assistant or tool)"
+                )
+            })
+        } else {
+            (role != "assistant").then(|| {
+                format!(
+                    "completion message not from the assistant: {field} message {index} has \
+                     role '{role}' (a completion holds assistant messages only)"
+                )
+            })
+        }
+    });
+    misplaced.map_or(Ok(()), |reason| Err(Quarantined::field(source, field, reason)))
 }
 
 fn render_conversation(
     prompt: &[Message],
     chosen: &[Message],
     rejected: &[Message],
-    tokenizer: &PairTokenizer,
+    template: &ChatTemplate,
     source: RowSource,
 ) -> Result<RenderedPair, Quarantined> {
     for (field, completion) in [("chosen", chosen), ("rejected", rejected)] {
@@ -144,9 +194,9 @@ fn render_conversation(
     }
     let at = |field: &'static str| move |reason: String| Quarantined::field(source, field, reason);
     Ok(RenderedPair {
-        prompt: tokenizer.render_prompt(prompt).map_err(at("prompt"))?,
-        chosen: tokenizer.render_completion(prompt, chosen).map_err(at("chosen"))?,
-        rejected: tokenizer.render_completion(prompt, rejected).map_err(at("rejected"))?,
+        prompt: template.render_prompt(prompt).map_err(at("prompt"))?,
+        chosen: template.render_completion(prompt, chosen).map_err(at("chosen"))?,
+        rejected: template.render_completion(prompt, rejected).map_err(at("rejected"))?,
     })
 }
 
@@ -177,18 +227,31 @@ pub fn prepare(
     };
     let mut chosen = encode(&rendered.chosen, &chosen_bytes, "chosen")?;
     let mut rejected = encode(&rendered.rejected, &rejected_bytes, "rejected")?;
-    let truncated = match context.limit {
-        Some(limit) => {
-            fit(&mut prompt, &mut chosen, &mut rejected, limit).map_err(|e| reject("prompt", e))?
-        }
-        None => 0,
-    };
     if chosen.ids == rejected.ids {
         return Err(reject(
             "rejected",
             "chosen and rejected are identical after tokenization".into(),
         ));
     }
+    let truncated = match context.limit {
+        Some(limit) => {
+            let bits = fit(&mut prompt, &mut chosen, &mut rejected, limit)
+                .map_err(|(field, reason)| reject(field, reason))?;
+            if chosen.ids == rejected.ids {
+                return Err(reject(
+                    "rejected",
+                    format!(
+                        "chosen and rejected are identical after truncation to max_len: they \
+                         differ only past the {} completion tokens that fit in max_len {}",
+                        chosen.ids.len(),
+                        limit.max_len
+                    ),
+                ));
+            }
+            bits
+        }
+        None => 0,
+    };
     let mut chosen_side = side(chosen, chosen_bytes.as_deref());
     let mut rejected_side = side(rejected, rejected_bytes.as_deref());
     let stats = diff_into(
@@ -200,7 +263,9 @@ pub fn prepare(
         scratch,
     );
     let score_margin = match (pair.score_chosen, pair.score_rejected) {
-        (Some(chosen), Some(rejected)) => Some((chosen - rejected) as f32),
+        (Some(chosen), Some(rejected)) => {
+            Some(score_margin(chosen, rejected).map_err(|reason| reject("score_chosen", reason))?)
+        }
         _ => None,
     };
     let difficulty_key =
@@ -218,6 +283,20 @@ pub fn prepare(
     })
 }
 
+/// `chosen - rejected` as the `f32` the shards hold, or why it cannot be (scores are finite,
+/// but their difference may be out of range).
+fn score_margin(chosen: f64, rejected: f64) -> Result<f32, String> {
+    let margin = (chosen - rejected) as f32;
+    if margin.is_finite() {
+        Ok(margin)
+    } else {
+        Err(format!(
+            "score margin out of range: score_chosen {chosen:e} - score_rejected {rejected:e} \
+             is beyond a 32-bit float"
+        ))
+    }
+}
+
 /// A completion's tokens with their classes: from the byte classes when the text holds
 /// JSON (then the tokens have offsets), else all [`TEXT`].
 fn side(encoded: Encoded, byte_classes: Option<&[u8]>) -> PreparedSide {
@@ -230,26 +309,33 @@ fn side(encoded: Encoded, byte_classes: Option<&[u8]>) -> PreparedSide {
 
 /// Cuts the pair to `limit.max_len` tokens of prompt + the longer completion: the prompt
 /// keeps its end (down to `max_prompt_len` if the completions need the room), completions
-/// keep their start. Returns the [`truncated`] bits, or why the pair cannot fit.
+/// keep their start. Returns the [`truncated`] bits, or the field that makes the pair too
+/// long and why: the prompt when it alone has `max_len` tokens, else the longer completion.
 fn fit(
     prompt: &mut Vec<u32>,
     chosen: &mut Encoded,
     rejected: &mut Encoded,
     limit: LengthLimit,
-) -> Result<u8, String> {
+) -> Result<u8, (&'static str, String)> {
     let longest = chosen.ids.len().max(rejected.ids.len());
     if prompt.len() + longest <= limit.max_len {
         return Ok(0);
     }
     if limit.drop_over_length {
         let (prompt_len, max_len) = (prompt.len(), limit.max_len);
-        return Err(if prompt_len >= max_len {
-            format!("prompt over length: {prompt_len} tokens >= max_len {max_len}")
-        } else {
+        if prompt_len >= max_len {
+            return Err((
+                "prompt",
+                format!("prompt over length: {prompt_len} tokens >= max_len {max_len}"),
+            ));
+        }
+        let field = if chosen.ids.len() >= rejected.ids.len() { "chosen" } else { "rejected" };
+        return Err((
+            field,
             format!(
-                "over length: {prompt_len} prompt + {longest} completion tokens > max_len {max_len}"
-            )
-        });
+                "over length: {prompt_len} prompt + {longest} {field} tokens > max_len {max_len}"
+            ),
+        ));
     }
     // max_prompt_len < max_len (checked with the config), so completions keep >= 1 token.
     let prompt_room = limit.max_len.saturating_sub(longest).max(limit.max_prompt_len);
@@ -277,71 +363,4 @@ fn stable_id(rendered: &RenderedPair) -> String {
         hasher.update(text.as_bytes());
     }
     to_hex(&hasher.finalize()[..16])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn encoded(n: usize) -> Encoded {
-        Encoded { ids: (0..n as u32).collect(), offsets: (0..n).map(|i| (i, i + 1)).collect() }
-    }
-
-    fn limit(max_len: usize, max_prompt_len: usize, drop_over_length: bool) -> LengthLimit {
-        LengthLimit { max_len, max_prompt_len, drop_over_length }
-    }
-
-    #[test]
-    fn pairs_within_the_limit_are_untouched() {
-        let (mut prompt, mut chosen, mut rejected) = ((0..4).collect(), encoded(6), encoded(5));
-        assert_eq!(fit(&mut prompt, &mut chosen, &mut rejected, limit(10, 5, false)), Ok(0));
-        assert_eq!((prompt.len(), chosen.ids.len(), rejected.ids.len()), (4, 6, 5));
-    }
-
-    #[test]
-    fn the_prompt_keeps_its_end_and_completions_their_start() {
-        let (mut prompt, mut chosen, mut rejected) =
-            ((0..10).collect::<Vec<u32>>(), encoded(12), encoded(3));
-        let bits = fit(&mut prompt, &mut chosen, &mut rejected, limit(16, 6, false));
-        assert_eq!(bits, Ok(truncated::PROMPT | truncated::CHOSEN));
-        assert_eq!(prompt, (4..10).collect::<Vec<u32>>());
-        assert_eq!(chosen.ids, (0..10).collect::<Vec<u32>>());
-        assert_eq!(chosen.offsets.len(), 10);
-        assert_eq!(rejected.ids.len(), 3);
-    }
-
-    #[test]
-    fn a_short_completion_leaves_the_prompt_more_room() {
-        let (mut prompt, mut chosen, mut rejected) =
-            ((0..10).collect::<Vec<u32>>(), encoded(3), encoded(2));
-        assert_eq!(
-            fit(&mut prompt, &mut chosen, &mut rejected, limit(12, 4, false)),
-            Ok(truncated::PROMPT)
-        );
-        assert_eq!(prompt, (1..10).collect::<Vec<u32>>());
-    }
-
-    #[test]
-    fn drop_over_length_names_the_reason() {
-        let (mut prompt, mut chosen, mut rejected) =
-            ((0..10).collect::<Vec<u32>>(), encoded(3), encoded(2));
-        let error = fit(&mut prompt, &mut chosen, &mut rejected, limit(12, 4, true)).unwrap_err();
-        assert!(error.starts_with("over length: 10 prompt + 3 completion tokens"), "{error}");
-        let mut long_prompt = (0..12).collect::<Vec<u32>>();
-        let error =
-            fit(&mut long_prompt, &mut chosen, &mut rejected, limit(12, 4, true)).unwrap_err();
-        assert!(error.starts_with("prompt over length"), "{error}");
-    }
-
-    #[test]
-    fn stable_ids_depend_on_every_text() {
-        let pair = |prompt: &str, chosen: &str| RenderedPair {
-            prompt: prompt.into(),
-            chosen: chosen.into(),
-            rejected: "r".into(),
-        };
-        assert_eq!(stable_id(&pair("p", "c")), stable_id(&pair("p", "c")));
-        assert_ne!(stable_id(&pair("p", "c")), stable_id(&pair("pc", "")));
-        assert_eq!(stable_id(&pair("p", "c")).len(), 32);
-    }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use minijinja::syntax::SyntaxConfig;
 use minijinja::{Environment, context};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokenizers::Tokenizer;
 
 use crate::error::{Error, Result};
@@ -22,6 +22,8 @@ use byte_spans::TokenByteLengths;
 mod byte_spans;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) mod tests_template;
 
 /// Tokens that commonly end a sequence, tried in order when no config names the EOS.
 const EOS_CANDIDATES: [&str; 5] = ["<|endoftext|>", "</s>", "<|im_end|>", "<eos>", "<|eot_id|>"];
@@ -43,27 +45,46 @@ pub struct PairTokenizer {
     /// Set when the tokenizer is byte-level: completion spans without offset tracking.
     byte_lengths: Option<TokenByteLengths>,
     eos_id: u32,
-    template: Option<ChatTemplate>,
+    /// What shapes the tokens besides the bytes of tokenizer.json (see [`Self::identity`]).
+    identity: Value,
+    /// The template, or why there is none: an error only when a conversational row needs it.
+    template: std::result::Result<ChatTemplate, Unavailable>,
     file: PathBuf,
     sha256: String,
 }
 
-struct ChatTemplate {
+/// The model's chat template, for rendering conversational rows.
+pub struct ChatTemplate {
     environment: Environment<'static>,
     bos_token: String,
     eos_token: String,
 }
 
+/// Why there is no chat template: the file at fault and the reason.
+struct Unavailable {
+    file: PathBuf,
+    reason: String,
+}
+
+/// A chat template's text and the file it was read from.
+struct TemplateSource {
+    file: PathBuf,
+    text: String,
+}
+
 impl PairTokenizer {
     /// Loads a `tokenizer.json`, or a model directory holding `tokenizer.json` and
     /// optionally `tokenizer_config.json` (its `chat_template`, `bos_token`, `eos_token`).
-    /// `eos_token` overrides the EOS the config names.
+    /// The chat template is looked for as transformers does: `chat_template.jinja` first,
+    /// then the config's, then `chat_template.json`'s. `eos_token` overrides the EOS the
+    /// config names.
     pub fn load(path: &Path, eos_token: Option<&str>) -> Result<Self> {
-        let (tokenizer_file, config_file) = if path.is_dir() {
-            (path.join("tokenizer.json"), Some(path.join("tokenizer_config.json")))
+        let (tokenizer_file, directory) = if path.is_dir() {
+            (path.join("tokenizer.json"), Some(path))
         } else {
-            (path.to_owned(), path.parent().map(|dir| dir.join("tokenizer_config.json")))
+            (path.to_owned(), path.parent())
         };
+        let config_file = directory.map(|dir| dir.join("tokenizer_config.json"));
         let bytes =
             fs::read(&tokenizer_file).map_err(|error| tokenizer_error(&tokenizer_file, &error))?;
         let tokenizer = Tokenizer::from_bytes(&bytes)
@@ -89,13 +110,44 @@ impl PairTokenizer {
             file: tokenizer_file.clone(),
             reason: format!("EOS token {eos_text:?} is not in the vocabulary"),
         })?;
-        let template = match &config {
-            Some(config) => ChatTemplate::from_config(config, &eos_text, &tokenizer_file)?,
+        let bos_text = config
+            .as_ref()
+            .and_then(|config| special_token(config, "bos_token"))
+            .unwrap_or_default();
+        let source = match directory {
+            Some(directory) => find_template(directory, config.as_ref())?,
             None => None,
         };
+        let template = match &source {
+            Some(source) => ChatTemplate::parse(&source.text, &bos_text, &eos_text)
+                .map_err(|reason| Unavailable { file: source.file.clone(), reason }),
+            None => Err(Unavailable {
+                file: path.to_owned(),
+                reason: "conversational rows need a chat template, and there is none in \
+                         chat_template.jinja, tokenizer_config.json or chat_template.json \
+                         next to tokenizer.json"
+                    .into(),
+            }),
+        };
         let sha256 = sha256_hex(&bytes);
-        let byte_lengths = TokenByteLengths::of(&tokenizer);
-        Ok(Self { tokenizer, byte_lengths, eos_id, template, file: tokenizer_file, sha256 })
+        // The template's text even when it does not parse: the output of a run that needs
+        // none does not depend on it, but a later run that needs it must not resume this one.
+        let identity = json!({
+            "sha256": sha256,
+            "eos_id": eos_id,
+            "eos_token": eos_text,
+            "bos_token": bos_text,
+            "chat_template": source.map(|source| source.text),
+        });
+        Ok(Self {
+            byte_lengths: TokenByteLengths::of(&tokenizer),
+            tokenizer,
+            eos_id,
+            identity,
+            template,
+            file: tokenizer_file,
+            sha256,
+        })
     }
 
     /// The tokenizer.json this was loaded from.
@@ -108,6 +160,14 @@ impl PairTokenizer {
     #[must_use]
     pub fn sha256(&self) -> &str {
         &self.sha256
+    }
+
+    /// Everything of the tokenizer that shapes prepared tokens, for a run's fingerprint:
+    /// the SHA-256 of tokenizer.json, the EOS (token and id), the BOS token and the chat
+    /// template's text.
+    #[must_use]
+    pub fn identity(&self) -> &Value {
+        &self.identity
     }
 
     /// The EOS token id appended to completions.
@@ -125,7 +185,16 @@ impl PairTokenizer {
     /// Whether a chat template is available for conversational rows.
     #[must_use]
     pub fn has_chat_template(&self) -> bool {
-        self.template.is_some()
+        self.template.is_ok()
+    }
+
+    /// The chat template, or, when there is none or it does not parse, an error naming the
+    /// file: a conversational row cannot be rendered, and neither can the others like it.
+    pub fn chat_template(&self) -> Result<&ChatTemplate> {
+        self.template.as_ref().map_err(|unavailable| Error::Tokenizer {
+            file: unavailable.file.clone(),
+            reason: unavailable.reason.clone(),
+        })
     }
 
     /// Encodes a prompt with the model's special tokens (a BOS, when its post-processor adds
@@ -188,10 +257,12 @@ impl PairTokenizer {
         let encoding = self.tokenizer.encode(text, false).map_err(|error| error.to_string())?;
         Ok(Encoded { ids: encoding.get_ids().to_vec(), offsets: encoding.get_offsets().to_vec() })
     }
+}
 
-    /// Renders the prompt messages with the chat template, ready for the assistant's turn.
+impl ChatTemplate {
+    /// Renders the prompt messages, ready for the assistant's turn.
     pub fn render_prompt(&self, prompt: &[Message]) -> std::result::Result<String, String> {
-        self.template()?.render(prompt, true)
+        self.render(prompt, true)
     }
 
     /// Renders the completion messages as the text the template appends after the prompt:
@@ -201,34 +272,22 @@ impl PairTokenizer {
         prompt: &[Message],
         completion: &[Message],
     ) -> std::result::Result<String, String> {
-        let template = self.template()?;
-        let prefix = template.render(prompt, true)?;
+        let prefix = self.render(prompt, true)?;
         let conversation: Vec<Message> = prompt.iter().chain(completion).cloned().collect();
-        let full = template.render(&conversation, false)?;
+        let full = self.render(&conversation, false)?;
         full.strip_prefix(&prefix).map(str::to_owned).ok_or_else(|| {
             "the chat template does not render the prompt as a prefix of the conversation"
                 .to_owned()
         })
     }
 
-    fn template(&self) -> std::result::Result<&ChatTemplate, String> {
-        self.template.as_ref().ok_or_else(|| {
-            "conversational row, but the tokenizer has no chat_template (give a model directory with tokenizer_config.json)".to_owned()
-        })
-    }
-}
-
-impl ChatTemplate {
-    fn from_config(config: &Value, eos_token: &str, file: &Path) -> Result<Option<Self>> {
-        let Some(source) = template_source(config) else { return Ok(None) };
+    /// Compiles a template as transformers renders it, or says why it does not parse.
+    fn parse(source: &str, bos_token: &str, eos_token: &str) -> std::result::Result<Self, String> {
         let mut environment = Environment::new();
         // As transformers renders chat templates: a newline after a block tag and the
         // indentation before one are not output.
         let syntax = SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build();
-        environment.set_syntax(syntax.map_err(|error| Error::Tokenizer {
-            file: file.to_owned(),
-            reason: format!("chat template syntax: {error}"),
-        })?);
+        environment.set_syntax(syntax.map_err(|error| format!("chat template syntax: {error}"))?);
         minijinja_contrib::add_to_environment(&mut environment);
         environment
             .set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -238,12 +297,10 @@ impl ChatTemplate {
                 Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, message))
             },
         );
-        environment.add_template_owned("chat", source).map_err(|error| Error::Tokenizer {
-            file: file.to_owned(),
-            reason: format!("chat_template does not parse: {error}"),
+        environment.add_template_owned("chat", source.to_owned()).map_err(|error| {
+            format!("the chat template, needed for conversational rows, does not parse: {error}")
         })?;
-        let bos_token = special_token(config, "bos_token").unwrap_or_default();
-        Ok(Some(Self { environment, bos_token, eos_token: eos_token.to_owned() }))
+        Ok(Self { environment, bos_token: bos_token.to_owned(), eos_token: eos_token.to_owned() })
     }
 
     fn render(
@@ -266,6 +323,26 @@ impl ChatTemplate {
 fn read_config(file: &Path) -> Result<Value> {
     let text = fs::read_to_string(file).map_err(|error| tokenizer_error(file, &error))?;
     serde_json::from_str(&text).map_err(|error| tokenizer_error(file, &error))
+}
+
+/// The chat template next to tokenizer.json, where transformers looks for it:
+/// `chat_template.jinja` (which recent transformers saves), else `tokenizer_config.json`'s
+/// `chat_template`, else `chat_template.json`'s (a processor's).
+fn find_template(directory: &Path, config: Option<&Value>) -> Result<Option<TemplateSource>> {
+    let jinja = directory.join("chat_template.jinja");
+    if jinja.is_file() {
+        let text = fs::read_to_string(&jinja).map_err(|error| tokenizer_error(&jinja, &error))?;
+        return Ok(Some(TemplateSource { file: jinja, text }));
+    }
+    if let Some(text) = config.and_then(template_source) {
+        return Ok(Some(TemplateSource { file: directory.join("tokenizer_config.json"), text }));
+    }
+    let processor = directory.join("chat_template.json");
+    if processor.is_file() {
+        let text = template_source(&read_config(&processor)?);
+        return Ok(text.map(|text| TemplateSource { file: processor, text }));
+    }
+    Ok(None)
 }
 
 /// The default chat template: a string, or the one named "default" in a list of named ones.

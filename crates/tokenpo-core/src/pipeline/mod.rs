@@ -44,8 +44,9 @@ use crate::tokenize::PairTokenizer;
 
 /// Bumped whenever prep writes other shards from the same inputs, config and tokenizer, so
 /// that an output directory of an older prep is not taken for finished (2: ties in the score
-/// margin broken by token separation).
-const PREP_VERSION: u32 = 2;
+/// margin broken by token separation; 3: message roles checked, lines of Unicode whitespace
+/// and infinite score margins quarantined, quarantine reasons that name the longer side).
+const PREP_VERSION: u32 = 3;
 
 /// Everything that shapes the output of `prep`; recorded in the manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -220,7 +221,7 @@ fn fingerprint(
         "schema_version": SCHEMA_VERSION,
         "prep_version": PREP_VERSION,
         "config": config,
-        "tokenizer": tokenizer.sha256(),
+        "tokenizer": tokenizer.identity(),
         "inputs": inputs.iter().map(|input| &input.digest.sha256).collect::<Vec<_>>(),
     });
     let text = serde_json::to_string(&record)

@@ -25,16 +25,20 @@ const PROMPT_CACHE_LIMIT: usize = 1 << 16;
 
 /// Prepares a batch of rows in parallel, in their order. `prompts` carries tokenized
 /// prompts from batch to batch (it only saves time: the output does not depend on it).
+/// Fails when a conversational row meets a tokenizer without a usable chat template.
 pub fn prepare_rows(
     rows: Vec<RowOutcome>,
     tokenizer: &PairTokenizer,
     prompts: &mut PromptCache,
     config: &PrepConfig,
-) -> Vec<std::result::Result<PreparedPair, Quarantined>> {
+) -> Result<Vec<std::result::Result<PreparedPair, Quarantined>>> {
     let rendered: Vec<_> = rows
         .into_par_iter()
-        .map(|row| row.and_then(|pair| render(&pair, tokenizer).map(|texts| (pair, texts))))
-        .collect();
+        .map(|row| match row {
+            Ok(pair) => Ok(render(&pair, tokenizer)?.map(|texts| (pair, texts))),
+            Err(quarantined) => Ok(Err(quarantined)),
+        })
+        .collect::<Result<_>>()?;
     cache_new_prompts(
         rendered.iter().flatten().map(|(_, texts)| texts.prompt.as_str()),
         tokenizer,
@@ -48,13 +52,13 @@ pub fn prepare_rows(
         diff: DiffOptions { max_edit_distance: config.max_edit_distance },
         value_keys: &value_keys,
     };
-    rendered
+    Ok(rendered
         .into_par_iter()
         .map_init(DiffScratch::default, |scratch, row| {
             let (pair, texts) = row?;
             prepare(&pair, &texts, &context, scratch)
         })
-        .collect()
+        .collect())
 }
 
 /// Tokenizes each prompt of the batch that is not cached yet, once, in parallel.
@@ -100,7 +104,7 @@ pub fn prepare_shipped(
     let rows = shipped_rows(batch, columns)?;
     let mut pairs = Vec::with_capacity(rows.len());
     let mut quarantined = Vec::new();
-    for outcome in prepare_rows(rows, tokenizer, prompts, config) {
+    for outcome in prepare_rows(rows, tokenizer, prompts, config)? {
         match outcome {
             Ok(pair) => pairs.push(pair),
             Err(record) => quarantined.push(record),

@@ -76,7 +76,7 @@ pub(super) fn run(
             if let Some(end) = resume_at {
                 rows.retain(|row| source_of(row) >= end);
             }
-            for outcome in prepare_rows(rows, tokenizer, &mut prompts, config) {
+            for outcome in prepare_rows(rows, tokenizer, &mut prompts, config)? {
                 counts.add(&outcome);
                 builder.push(outcome);
                 if builder.pairs.len() == config.shard_rows {

@@ -123,7 +123,9 @@ pub(super) fn parse_line(line: &[u8], source: RowSource, map: &ColumnMap) -> Opt
     let Ok(text) = std::str::from_utf8(line) else {
         return Some(Err(quarantine("line is not valid UTF-8")));
     };
-    if text.trim().is_empty() {
+    // Only JSON's whitespace makes a line blank: a line of other whitespace (a no-break
+    // space, a line separator) is not JSON, and set aside rather than lost.
+    if text.bytes().all(|byte| matches!(byte, b' ' | b'\t' | b'\r' | b'\n')) {
         return None;
     }
     Some(match serde_json::from_str(text) {

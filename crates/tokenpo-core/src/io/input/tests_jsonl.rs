@@ -190,3 +190,15 @@ fn jsonl_input_of_only_blank_lines_has_no_batches() {
     let path = write(&dir, "empty.jsonl", b"\n\n  \n");
     assert!(read_batches(&path, &ColumnMap::identity(), 4).is_empty());
 }
+
+#[test]
+fn jsonl_lines_of_other_whitespace_are_quarantined_not_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = r#"{"chosen": "c", "rejected": "r"}"#;
+    let contents = format!("{pair}\n \t\r\n\u{a0}\n\u{2028}\n\u{b}\n\u{3000}\n{pair}\n");
+    let path = write(&dir, "pairs.jsonl", contents.as_bytes());
+    let rows = read_rows(&path);
+    assert_eq!(pair_rows(&rows), [0, 6]);
+    let not_json: Vec<_> = [2, 3, 4, 5].map(|row| (row, None, "line is not valid JSON")).into();
+    assert_eq!(quarantined(&rows), not_json);
+}

@@ -99,6 +99,22 @@ def test_prompt_ids_equal_prep_for_a_template_that_relies_on_trim_blocks(
     assert {f"row-{i}": tokenizer.encode(p) for i, p in enumerate(PROMPTS)} == expected
 
 
+@pytest.mark.parametrize("name", ["chat_template.jinja", "chat_template.json"])
+def test_prompt_ids_equal_prep_with_the_template_in_its_own_file(
+    name: str, model_dir: Path, tmp_path: Path
+) -> None:
+    directory = tmp_path / "model"
+    shutil.copytree(model_dir, directory)
+    config = json.loads((directory / "tokenizer_config.json").read_text())
+    template = config.pop("chat_template")
+    (directory / "tokenizer_config.json").write_text(json.dumps(config))
+    text = template if name.endswith(".jinja") else json.dumps({"chat_template": template})
+    (directory / name).write_text(text)
+    expected = prepared_prompt_ids(PROMPTS, directory, tmp_path)
+    tokenizer = PromptTokenizer.load(directory)
+    assert {f"row-{i}": tokenizer.encode(p) for i, p in enumerate(PROMPTS)} == expected
+
+
 @pytest.mark.parametrize("family", ["gpt", "transformers"])
 def test_completions_equal_a_greedy_loop_without_cache(family: str, model_dir: Path) -> None:
     tokenizer = PromptTokenizer.load(model_dir)

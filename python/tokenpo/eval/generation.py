@@ -74,8 +74,9 @@ class PromptTokenizer:
     @classmethod
     def load(cls, path: str | Path) -> PromptTokenizer:
         """Loads a model directory holding ``tokenizer.json`` and optionally
-        ``tokenizer_config.json`` (its ``chat_template``, ``bos_token``, ``eos_token``), or a
-        ``tokenizer.json`` with that config beside it: the files prep reads.
+        ``tokenizer_config.json`` (its ``chat_template``, ``bos_token``, ``eos_token``) and
+        ``chat_template.jinja`` or ``chat_template.json``, or a ``tokenizer.json`` with those
+        beside it: the files prep reads.
 
         Raises:
             TokenizerError: no readable ``tokenizer.json``, a config that is not JSON, or no
@@ -96,7 +97,7 @@ class PromptTokenizer:
         try:
             tokenizer = build(
                 tokenizer_file=str(tokenizer_file),
-                chat_template=_chat_template(config),
+                chat_template=_find_chat_template(tokenizer_file.parent, config),
                 pad_token=_special_token(config, "pad_token"),
             )
         except Exception as error:  # the tokenizers library raises plain Exceptions
@@ -307,6 +308,21 @@ def _read_config(path: Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise TokenizerError(f"{path}: not a JSON object", file=str(path))
     return config
+
+
+def _find_chat_template(directory: Path, config: Mapping[str, Any]) -> str | None:
+    """The chat template where transformers (and prep) look for it: ``chat_template.jinja``,
+    else the config's, else ``chat_template.json``'s."""
+    jinja = directory / "chat_template.jinja"
+    if jinja.is_file():
+        try:
+            return jinja.read_text()
+        except (OSError, UnicodeDecodeError) as error:
+            raise TokenizerError(f"{jinja}: not readable: {error}", file=str(jinja)) from None
+    processor = directory / "chat_template.json"
+    if _chat_template(config) is None and processor.is_file():
+        return _chat_template(_read_config(processor))
+    return _chat_template(config)
 
 
 def _chat_template(config: Mapping[str, Any]) -> str | None:

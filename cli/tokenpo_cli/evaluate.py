@@ -67,7 +67,8 @@ def eval_command(
         Path | None,
         typer.Option(
             exists=True,
-            help="Directory with tokenizer.json and tokenizer_config.json [default: --model].",
+            help="Directory with tokenizer.json, tokenizer_config.json and any "
+            "chat_template.jinja [default: --model].",
         ),
     ] = None,
     out_paths: Annotated[

@@ -26,7 +26,10 @@ def prep_command(
     tokenizer: Annotated[
         Path,
         typer.Option(
-            "--tokenizer", "-t", help="A tokenizer.json, or a model directory with its config."
+            "--tokenizer",
+            "-t",
+            help="A tokenizer.json, or a model directory with it; tokenizer_config.json (EOS, "
+            "BOS, chat template) and chat_template.jinja beside it are read too.",
         ),
     ],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")],

@@ -35,6 +35,16 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     return root / "prepared", policy, reference
 
 
+@pytest.fixture(scope="module")
+def stored(setup: tuple[Path, Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the prepared pairs with the reference's log-probs stored by ref-logps."""
+    prepared, _, reference_dir = setup
+    directory = tmp_path_factory.mktemp("stored") / "prepared"
+    shutil.copytree(prepared, directory)
+    compute_ref_logps(directory, reference_dir, RefLogpsOptions(device="cpu", batch_size=3))
+    return directory
+
+
 def load(directory: Path) -> LlamaForCausalLM:
     return LlamaForCausalLM.from_pretrained(directory).eval()
 
@@ -103,12 +113,9 @@ def test_accuracy_equals_each_sequence_run_alone(setup: tuple[Path, Path, Path])
 
 
 def test_stored_reference_logps_give_the_reference_models_scores(
-    setup: tuple[Path, Path, Path], tmp_path: Path
+    setup: tuple[Path, Path, Path], stored: Path
 ) -> None:
     prepared, policy_dir, reference_dir = setup
-    stored = tmp_path / "prepared"
-    shutil.copytree(prepared, stored)
-    compute_ref_logps(stored, reference_dir, RefLogpsOptions(device="cpu", batch_size=3))
     policy, reference = load(policy_dir), load(reference_dir)
     from_columns = pairwise_accuracy(policy, stored, batch_size=5)
     from_model = pairwise_accuracy(policy, prepared, reference=reference, batch_size=5)
@@ -143,12 +150,9 @@ def test_a_vocabulary_too_small_for_the_pairs(setup: tuple[Path, Path, Path]) ->
 
 
 def test_a_policy_equal_to_its_stored_reference_gives_only_ties(
-    setup: tuple[Path, Path, Path], tmp_path: Path
+    setup: tuple[Path, Path, Path], stored: Path
 ) -> None:
-    prepared, _, reference_dir = setup
-    stored = tmp_path / "prepared"
-    shutil.copytree(prepared, stored)
-    compute_ref_logps(stored, reference_dir, RefLogpsOptions(device="cpu", batch_size=3))
+    _, _, reference_dir = setup
     # Batched differently from ref-logps, the same model's sums differ by float noise.
     for batch_size in (1, 5, PAIRS):
         scores = pairwise_accuracy(load(reference_dir), stored, batch_size=batch_size)

@@ -319,10 +319,11 @@ def _find_chat_template(directory: Path, config: Mapping[str, Any]) -> str | Non
             return jinja.read_text()
         except (OSError, UnicodeDecodeError) as error:
             raise TokenizerError(f"{jinja}: not readable: {error}", file=str(jinja)) from None
+    from_config = _chat_template(config)
     processor = directory / "chat_template.json"
-    if _chat_template(config) is None and processor.is_file():
+    if from_config is None and processor.is_file():
         return _chat_template(_read_config(processor))
-    return _chat_template(config)
+    return from_config
 
 
 def _chat_template(config: Mapping[str, Any]) -> str | None:

@@ -82,6 +82,31 @@ def test_export_gives_the_trainers_log_probs_for_a_transformers_llama(
     assert scores.chosen.sum(-1).mean().item() == pytest.approx(final["val/logps/chosen"], abs=1e-3)
 
 
+def test_activation_checkpointing_recomputes_the_forwards_dropout(
+    tmp_path: Path, shards: Path
+) -> None:
+    """With dropout, the backward's recomputation must draw the forward's masks, or the
+    gradients belong to no forward pass and the second step's loss moves."""
+    tiny_llama_config(600, attention_dropout=0.5).save_pretrained(tmp_path / "llama")
+    traces = []
+    for checkpointing in (False, True):
+        config_path = run_config(
+            tmp_path / str(checkpointing),
+            shards,
+            model={
+                "source": str(tmp_path / "llama" / "config.json"),
+                "gpt": {},
+                "activation_checkpointing": checkpointing,
+            },
+            optim={"lr": 1e-2},
+            schedule={"max_steps": 2, "kind": "constant"},
+        )
+        traces.append(losses_of(train(load_config(config_path)).run_dir))
+    plain, checkpointed = ([loss for _, loss in trace] for trace in traces)
+    assert plain[0] != pytest.approx(plain[1], abs=1e-4)
+    assert checkpointed == pytest.approx(plain, abs=1e-6)
+
+
 def test_a_run_directory_is_never_overwritten(tmp_path: Path, shards: Path) -> None:
     config = load_config(run_config(tmp_path, shards))
     train(config)

@@ -177,10 +177,14 @@ def _blocks(model: nn.Module) -> nn.ModuleList:
 
 
 def _checkpoint_blocks(model: nn.Module) -> None:
-    """Recomputes each block's activations in the backward pass instead of storing them."""
+    """Recomputes each block's activations in the backward pass instead of storing them.
+
+    The RNG state is kept so that the recomputation draws the forward's dropout masks: a
+    model's dropout may be functional (a Llama's attention_dropout), invisible to a search
+    for ``nn.Dropout``, and the state is small beside a block's activations."""
     blocks = _blocks(model)
     for index, block in enumerate(blocks):
-        blocks[index] = checkpoint_wrapper(block, preserve_rng_state=False)
+        blocks[index] = checkpoint_wrapper(block, preserve_rng_state=True)
 
 
 def _place(

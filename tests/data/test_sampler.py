@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from tokenpo.data.sampler import CurriculumConfig, CurriculumSampler, competence
 from tokenpo.exceptions import ConfigError, InputError
 
-PACINGS = ("none", "linear", "root", "step")
+PACINGS = ("none", "sorted", "linear", "root", "step")
 CURRICULA = ("linear", "root", "step")
 
 
@@ -118,7 +118,7 @@ def test_each_epoch_draws_distinct_pairs_and_ranks_split_each_batch(setup: Setup
 
 def test_same_seed_same_batches_and_seeds_and_epochs_differ() -> None:
     difficulty = np.linspace(0, 1, 200)
-    for pacing in PACINGS:
+    for pacing in (p for p in PACINGS if p != "sorted"):  # sorted draws nothing at random
         config = CurriculumConfig(pacing=pacing)  # type: ignore[arg-type]
 
         def batches(seed: int, epoch: int, config: CurriculumConfig = config) -> list[list[int]]:
@@ -138,6 +138,17 @@ def test_pacing_none_ignores_the_difficulty() -> None:
     )
     for epoch in range(2):
         assert all_global_batches(first, epoch) == all_global_batches(second, epoch)
+
+
+def test_pacing_sorted_is_one_easy_to_hard_pass_whatever_the_seed_or_epoch() -> None:
+    # MixDPO's authors train on data sorted by margin, in order, without shuffling.
+    difficulty = np.array([0.5, 0.1, 0.9, 0.1, 0.3, 0.7, 0.2, 0.8, 0.6])
+    config = CurriculumConfig(pacing="sorted")
+    for seed, epoch in ((0, 0), (7, 3)):
+        sampler = CurriculumSampler(difficulty, config, batch_size=2, seed=seed)
+        batches = all_global_batches(sampler, epoch)
+        # Ties keep index order; the hardest pair (index 2) is the one left over.
+        assert batches == [[1, 3], [6, 4], [0, 8], [5, 7]]
 
 
 def test_returned_batches_are_copies() -> None:
@@ -344,7 +355,7 @@ def test_iteration_continues_from_the_position() -> None:
         (
             "pacing",
             "cosine",
-            "pacing must be one of 'none', 'linear', 'root', 'step', got 'cosine'",
+            "pacing must be one of 'none', 'sorted', 'linear', 'root', 'step', got 'cosine'",
         ),
         ("bands", 0, "bands must be an integer >= 1, got 0"),
         ("bands", 2.5, "bands must be an integer >= 1, got 2.5"),

@@ -17,7 +17,7 @@ VOCAB = 5
 # Parameters that make each loss exercise its whole formula in the tests: mixdpo routes some
 # pairs to SFT and gives the others to tabpo (whose default τ gates some of the tokens here).
 TEST_PARAMS: dict[str, dict[str, object]] = {
-    "tbpo_q": {"hidden_size": HIDDEN},
+    "tbpo_q": {"hidden_size": HIDDEN, "head_width": 4},
     "mixdpo": {"base": "tabpo", "threshold": 0.5},
 }
 

@@ -79,8 +79,15 @@ def test_missing_parameter_is_named() -> None:
         (
             "tbpo_a",
             {"generator": "kl"},
-            r"tbpo_a.generator must be one of 'logistic', 'lsif', 'ukl'",
+            r"tbpo_a.generator must be one of 'sba', 'logistic'",
         ),
+        ("tbpo_a", {"lam": 1.5}, r"tbpo_a.lam must lie in \[0, 1\], got 1.5"),
+        (
+            "tbpo_a",
+            {"lam": 1.0, "ratio_clamp": 50.0},
+            r"tbpo_a: \(1 \+ lam\) \* ratio_clamp must be <= 80 so that exp stays finite, got 100",
+        ),
+        ("tbpo_q", {"hidden_size": 4, "head_lr": 0.0}, r"tbpo_q.head_lr must lie in \(0, inf\)"),
         ("tbpo_q", {"hidden_size": 0}, r"tbpo_q.hidden_size must be a positive int, got 0"),
         ("tbpo_q", {"hidden_size": 8.0}, r"tbpo_q.hidden_size must be a positive int, got 8.0"),
         ("mixdpo", {"threshold": 1.5}, r"mixdpo.threshold must lie in \[0, 1\], got 1.5"),
@@ -108,10 +115,11 @@ def test_invalid_parameters_are_rejected_with_the_field_named(
 
 
 def test_only_tbpo_q_has_trainable_parameters() -> None:
-    tbpo_q = build("tbpo_q", hidden_size=4)
+    tbpo_q = build("tbpo_q", hidden_size=4, head_width=2)
     assert isinstance(tbpo_q, TBPOQ)
     assert trainable_module(tbpo_q) is tbpo_q.value_head
-    assert sum(p.numel() for p in tbpo_q.parameters()) == 5
+    # A one-hidden-layer MLP: 4 -> 2 -> 1.
+    assert sum(p.numel() for p in tbpo_q.parameters()) == 4 * 2 + 2 + 2 + 1
     mixdpo = build("mixdpo", base="tbpo_q", base_params={"hidden_size": 4})
     assert trainable_module(mixdpo) is mixdpo.base.value_head  # type: ignore[attr-defined]
     assert trainable_module(build("tabpo")) is None
@@ -294,5 +302,4 @@ def test_pair_weight_zero_drops_the_pair() -> None:
                 for field in batch.__dataclass_fields__
             }
         )
-        if name != "tbpo_a":  # TBPO-A's statistics still see the dropped pair's tokens.
-            torch.testing.assert_close(output.loss, build(name)(kept).loss, rtol=0, atol=1e-12)
+        torch.testing.assert_close(output.loss, build(name)(kept).loss, rtol=0, atol=1e-12)

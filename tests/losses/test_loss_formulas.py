@@ -160,46 +160,83 @@ def tabpo_reference(**params: object) -> Reference:
     return loss
 
 
-def bregman(generator: str, chosen: Tensor, rejected: Tensor) -> Tensor:
-    if generator == "logistic":
-        return -logsigmoid(chosen - rejected)
-    chosen, rejected = chosen.clamp(-5, 5), rejected.clamp(-5, 5)
-    if generator == "lsif":
-        return 0.5 * rejected.exp() ** 2 - chosen.exp()
-    return rejected.exp() - chosen
+def generator_h(generator: str, lam: float, scale: float) -> Callable[[Tensor], Tensor]:
+    """The Bregman generator ``h`` itself (the loss is derived from it below)."""
+    if generator == "logistic":  # logistic regression's h; tbpo's loss is half of its loss
+        return lambda r: 0.5 * (r * torch.log(r) - (1 + r) * torch.log(1 + r))
+    if lam == 0.0:
+        return lambda r: r * torch.log(r) / scale
+    return lambda r: (r ** (1 + lam) - r) / (scale * lam * (lam + 1))
 
 
-def tbpo_a_reference(beta: float, generator: str, std_floor: float = 1.0) -> Reference:
+def bregman_token_loss(h: Callable[[Tensor], Tensor], log_r: Tensor) -> Tensor:
+    """The paper's ``h'(R) R - h(R) - h'(1/R)``, with ``h'`` by automatic differentiation."""
+    dh = torch.func.grad(h)
+    r = torch.exp(log_r.clamp(-30, 30))
+    return dh(r) * r - h(r) - dh(1 / r)
+
+
+def tbpo_pair(
+    chosen: dict[str, Tensor],
+    rejected: dict[str, Tensor],
+    log_w: Callable[[int], Tensor],
+    *,
+    beta: float,
+    h: Callable[[Tensor], Tensor],
+) -> Tensor:
+    """``(1/T) Σ_t loss(R_t)`` over the first ``T = min(|y_w|, |y_l|)`` positions."""
+    terms = []
+    for t in range(min(len(chosen["logp"]), len(rejected["logp"]))):
+        rho_w = chosen["logp"][t] - chosen["ref"][t]
+        rho_l = rejected["logp"][t] - rejected["ref"][t]
+        terms.append(bregman_token_loss(h, beta * (rho_l - rho_w + log_w(t))))
+    return torch.stack(terms).mean()
+
+
+def k3(rho: Tensor) -> Tensor:
+    ratio = torch.exp(rho)
+    return (ratio - 1) - torch.log(ratio)
+
+
+def tbpo_a_reference(
+    beta: float = 0.1, generator: str = "sba", lam: float = 0.0, scale: float = 4.0
+) -> Reference:
     def loss(batch: PairLogps) -> Tensor:
-        all_sides = [sides(batch, i) for i in range(batch.batch_size)]
-        ratios = torch.cat([s["logp"] - s["ref"] for pair in all_sides for s in pair]).detach()
-        mean, std = ratios.mean(), ratios.std(unbiased=False)
         per_pair = []
-        for chosen, rejected in all_sides:
-            z = [
-                (beta * (s["logp"] - s["ref"] - mean) / max(std, std_floor)).sum()
-                for s in (chosen, rejected)
-            ]
-            per_pair.append(bregman(generator, z[0], z[1]))
+        for i in range(batch.batch_size):
+            chosen, rejected = sides(batch, i)
+
+            def log_w(t: int, chosen: dict[str, Tensor] = chosen, rejected=rejected) -> Tensor:  # type: ignore[no-untyped-def]
+                rho_w = (chosen["logp"][t] - chosen["ref"][t]).detach()
+                rho_l = (rejected["logp"][t] - rejected["ref"][t]).detach()
+                return k3(rho_l) - k3(rho_w)
+
+            h = generator_h(generator, lam, scale)
+            per_pair.append(tbpo_pair(chosen, rejected, log_w, beta=beta, h=h))
         return mean_over_pairs(per_pair, batch)
 
     return loss
 
 
 def tbpo_q_reference(
-    beta: float, generator: str, value_weight: float, head: torch.nn.Linear
+    head: torch.nn.Module, beta: float, generator: str, lam: float, clamp: float
 ) -> Reference:
+    def baseline(hidden: Tensor) -> Tensor:
+        features = torch.relu(hidden @ head.hidden.weight.T + head.hidden.bias)
+        return features @ head.out.weight[0] + head.out.bias[0]
+
     def loss(batch: PairLogps) -> Tensor:
-        per_pair, squared_errors = [], []
+        per_pair = []
         for i in range(batch.batch_size):
-            z = []
-            for side in sides(batch, i):
-                baseline = side["hidden"] @ head.weight[0] + head.bias[0]
-                target = (beta * (side["logp"] - side["ref"])).detach()
-                squared_errors.append((baseline - target) ** 2)
-                z.append((beta * (side["logp"] - side["ref"]) - baseline.detach()).sum())
-            per_pair.append(bregman(generator, z[0], z[1]))
-        return mean_over_pairs(per_pair, batch) + value_weight * torch.cat(squared_errors).mean()
+            chosen, rejected = sides(batch, i)
+            b_w, b_l = baseline(chosen["hidden"]), baseline(rejected["hidden"])
+
+            def log_w(t: int, b_w: Tensor = b_w, b_l: Tensor = b_l) -> Tensor:
+                return (b_l[t] - b_w[t]).clamp(-clamp, clamp)
+
+            h = generator_h(generator, lam, 4.0)
+            per_pair.append(tbpo_pair(chosen, rejected, log_w, beta=beta, h=h))
+        return mean_over_pairs(per_pair, batch)
 
     return loss
 
@@ -249,10 +286,10 @@ CASES: list[tuple[str, dict[str, object], Reference]] = [
         ),
     ),
     ("tabpo", {"barrier": "ref"}, tabpo_reference(**{**TABPO_DEFAULTS, "barrier": "ref"})),
-    ("tbpo_a", {}, tbpo_a_reference(0.1, "logistic")),
-    ("tbpo_a", {"generator": "lsif", "beta": 0.5}, tbpo_a_reference(0.5, "lsif")),
-    ("tbpo_a", {"generator": "ukl", "beta": 0.5}, tbpo_a_reference(0.5, "ukl")),
-    ("tbpo_a", {"std_floor": 0.01}, tbpo_a_reference(0.1, "logistic", std_floor=0.01)),
+    ("tbpo_a", {}, tbpo_a_reference()),
+    ("tbpo_a", {"generator": "logistic", "beta": 0.5}, tbpo_a_reference(0.5, "logistic")),
+    ("tbpo_a", {"lam": 0.5, "beta": 0.5}, tbpo_a_reference(0.5, lam=0.5)),
+    ("tbpo_a", {"lam": 1.0, "scale": 1.0}, tbpo_a_reference(lam=1.0, scale=1.0)),
     (
         "mixdpo",
         {"base": "tabpo", "base_params": {}, "threshold": 0.5, "sft_weight": 0.7},
@@ -289,21 +326,28 @@ def test_confpo_pair_with_a_side_without_critical_tokens_adds_nothing() -> None:
     assert float(output.loss.detach()) > 0
 
 
-@pytest.mark.parametrize("generator", ["logistic", "lsif", "ukl"])
-def test_tbpo_q_matches_reference(generator: str) -> None:
-    loss = build_test_loss("tbpo_q", generator=generator, beta=0.5, value_weight=0.3)
+@pytest.mark.parametrize(
+    ("generator", "lam", "clamp"), [("sba", 0.0, 10.0), ("sba", 0.5, 0.2), ("logistic", 0.0, 10.0)]
+)
+def test_tbpo_q_matches_reference(generator: str, lam: float, clamp: float) -> None:
+    """Loss and policy gradients; a small clamp bounds some of the head's ``log w``."""
+    params = {"generator": generator, "lam": lam, "log_w_clamp": clamp, "beta": 0.5}
+    loss = build_test_loss("tbpo_q", **params)
     head = trainable_module(loss)
-    assert isinstance(head, torch.nn.Linear)
+    assert head is not None
     batch = make_batch(pairs=5, tokens=7, seed=12)
-    assert_matches(loss, tbpo_q_reference(0.5, generator, 0.3, head), batch)
-    # The head's gradient comes from the regression only.
+    reference = tbpo_q_reference(head, 0.5, generator, lam, clamp)
+    assert_matches(loss, reference, batch)
+    # The head is trained by the same loss.
     head.zero_grad()
     loss(batch).loss.backward()
-    expected_weight_grad = head.weight.grad.clone() if head.weight.grad is not None else None
+    got = [parameter.grad.clone() for parameter in head.parameters()]  # type: ignore[union-attr]
     head.zero_grad()
-    tbpo_q_reference(0.5, generator, 0.3, head)(batch).backward()
-    assert expected_weight_grad is not None
-    torch.testing.assert_close(expected_weight_grad, head.weight.grad, rtol=0, atol=1e-10)
+    reference(batch).backward()
+    for parameter, grad in zip(head.parameters(), got, strict=True):
+        assert parameter.grad is not None
+        torch.testing.assert_close(grad, parameter.grad, rtol=0, atol=1e-10)
+    assert any(grad.abs().sum() > 0 for grad in got)
 
 
 def assert_matches(

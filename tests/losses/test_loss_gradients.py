@@ -13,27 +13,26 @@ from losses_testkit import GRAD_FIELDS, all_losses, build_test_loss, make_batch,
 from torch import Tensor
 
 from tokenpo.losses import TBPOA, TBPOQ, PairLogps, build
-from tokenpo.losses.tbpo import bregman_loss
+from tokenpo.losses.tbpo import token_ratio_loss
 
 # Fields that reach the loss only through a stop-gradient, so finite differences of the full
 # function would (rightly) disagree with autograd: they are held fixed in the gradcheck and
-# their zero gradient is tested on its own (tdpo2's D(y_w); tbpo_q's detached baseline and
-# regression target are handled by value_weight=0 and the head test below).
+# their zero gradient is tested on its own (tdpo2's D(y_w); tbpo_a's K3 weights are frozen in
+# the gradcheck below).
 FROZEN = {"tdpo": ("policy_chosen_logits",)}
-GRADCHECK_PARAMS: dict[str, dict[str, object]] = {"tbpo_q": {"value_weight": 0.0}}
 GRADCHECK_CASES = [(name, {}) for name in all_losses()] + [
     ("tdpo", {"variant": "tdpo1"}),
     ("tabpo", {"barrier": "ref", "length_norm": False}),
-    ("tbpo_a", {"generator": "lsif"}),
-    ("tbpo_a", {"generator": "ukl"}),
-    ("tbpo_q", {"generator": "ukl"}),
-    ("mixdpo", {"base": "tbpo_q", "base_params": {"hidden_size": 3, "value_weight": 0.0}}),
+    ("tbpo_a", {"generator": "logistic"}),
+    ("tbpo_a", {"lam": 0.5}),
+    ("tbpo_q", {"generator": "logistic"}),
+    ("mixdpo", {"base": "tbpo_q", "base_params": {"hidden_size": 3, "head_width": 4}}),
 ]
 
 
 @pytest.mark.parametrize(("name", "params"), GRADCHECK_CASES)
 def test_gradcheck(name: str, params: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
-    loss = build_test_loss(name, **{**GRADCHECK_PARAMS.get(name, {}), **params})
+    loss = build_test_loss(name, **params)
     # tdpo differentiates through [B, T, V] logits: a smaller batch keeps it fast.
     batch = (
         make_batch(pairs=2, tokens=3, seed=7)
@@ -41,10 +40,10 @@ def test_gradcheck(name: str, params: dict[str, object], monkeypatch: pytest.Mon
         else make_batch(pairs=3, tokens=4, seed=7)
     )
     if name == "tbpo_a":
-        # TBPO-A's batch statistics are detached: freeze them at the unperturbed point.
+        # TBPO-A's weights are detached: freeze them at the unperturbed point.
         assert isinstance(loss, TBPOA)
-        frozen = loss.token_mean_std(*loss.sides_and_stats(batch))
-        monkeypatch.setattr(TBPOA, "token_mean_std", lambda *_: frozen)
+        frozen = loss.log_weight(batch.sides())
+        monkeypatch.setattr(TBPOA, "log_weight", lambda *_: frozen)
     # Only tdpo reads the logits; for the others their (zero) gradient is not worth the time.
     fields = [f for f in GRAD_FIELDS if "logits" not in f or name == "tdpo"]
     fields = [f for f in fields if f not in FROZEN.get(name, ()) or params]
@@ -76,38 +75,21 @@ def test_gradcheck_tabpo_without_weights(barrier: str, length_norm: bool) -> Non
     assert torch.autograd.gradcheck(loss_of, leaves, eps=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("generator", ["logistic", "lsif", "ukl"])
-def test_gradcheck_tbpo_q_value_head(generator: str) -> None:
-    module = build_test_loss("tbpo_q", generator=generator, value_weight=0.3)
+@pytest.mark.parametrize(("generator", "clamp"), [("sba", 10.0), ("sba", 0.2), ("logistic", 10.0)])
+def test_gradcheck_tbpo_q_value_head(generator: str, clamp: float) -> None:
+    # The head is trained by the preference loss itself, through log w (clamped).
+    module = build_test_loss("tbpo_q", generator=generator, log_w_clamp=clamp)
     assert isinstance(module, TBPOQ)
     batch = make_batch(pairs=3, tokens=4, seed=8)
-    regression = _Regression(module)
-    names = [name for name, _ in regression.named_parameters()]
+    names = [name for name, _ in module.named_parameters()]
 
-    def regression_of(*parameters: Tensor) -> Tensor:
+    def loss_of(*parameters: Tensor) -> Tensor:
         state = dict(zip(names, parameters, strict=True))
-        return torch.func.functional_call(regression, state, (batch,))  # type: ignore[no-any-return]
+        output = torch.func.functional_call(module, state, (batch,))
+        return output.loss  # type: ignore[no-any-return]
 
     parameters = tuple(p.detach().clone().requires_grad_() for p in module.parameters())
-    assert torch.autograd.gradcheck(regression_of, parameters, eps=1e-6, atol=1e-7)
-    # The head is trained by the regression alone: the preference passes it no gradient.
-    total = torch.autograd.grad(module(batch).loss, list(module.parameters()))
-    alone = torch.autograd.grad(regression(batch), list(module.parameters()))
-    for got, want in zip(total, alone, strict=True):
-        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
-
-
-class _Regression(torch.nn.Module):
-    """tbpo_q's value-regression term alone, as a module (for ``functional_call``)."""
-
-    def __init__(self, loss: TBPOQ) -> None:
-        super().__init__()
-        self.loss = loss
-
-    def forward(self, batch: PairLogps) -> Tensor:
-        term = self.loss.terms(batch).batch_term
-        assert term is not None
-        return term
+    assert torch.autograd.gradcheck(loss_of, parameters, eps=1e-6, atol=1e-7)
 
 
 def barrier_gradient(batch: PairLogps, **params: object) -> Tensor:
@@ -196,40 +178,32 @@ def test_tabpo_raising_diff_token_weights_raises_their_gradient_share(
     assert shares[0] < shares[1] < shares[2]
 
 
-@pytest.mark.parametrize("generator", ["logistic", "lsif", "ukl"])
-def test_tbpo_generator_raises_z_chosen_and_lowers_z_rejected(generator: str) -> None:
-    points = torch.tensor([-4.0, -1.0, 0.0, 0.5, 3.0], dtype=torch.float64)
-    chosen, rejected = torch.meshgrid(points, points, indexing="ij")
-    chosen, rejected = chosen.flatten().requires_grad_(), rejected.flatten().requires_grad_()
-    loss = bregman_loss(generator, chosen, rejected, ratio_clamp=5.0)
-    grad_chosen, grad_rejected = torch.autograd.grad(loss.sum(), [chosen, rejected])
-    # Gradient descent moves Z_w up and Z_l down.
-    assert torch.all(grad_chosen < 0)
-    assert torch.all(grad_rejected > 0)
+@pytest.mark.parametrize(
+    ("generator", "lam"), [("sba", 0.0), ("sba", 0.5), ("sba", 1.0), ("logistic", 0.0)]
+)
+def test_tbpo_token_loss_grows_with_log_r_and_matches_finite_differences(
+    generator: str, lam: float
+) -> None:
+    # log R = β[(ρ^l − ρ^w) + log w]: a loss increasing in log R moves ρ^w up and ρ^l down.
+    log_r = torch.tensor([-4.0, -1.0, 0.0, 0.5, 3.0], dtype=torch.float64, requires_grad=True)
+
+    def token_loss(x: Tensor) -> Tensor:
+        return token_ratio_loss(generator, x, lam=lam, scale=4.0, ratio_clamp=30.0)
+
+    (grad,) = torch.autograd.grad(token_loss(log_r).sum(), log_r)
+    assert torch.all(grad > 0)
     step = 1e-6
-    for index in range(chosen.numel()):
-        for grad, shift in ((grad_chosen, (step, 0.0)), (grad_rejected, (0.0, step))):
-
-            def at(sign: float, index: int = index, shift: tuple[float, float] = shift) -> float:
-                c = chosen.detach().clone()
-                r = rejected.detach().clone()
-                c[index] += sign * shift[0]
-                r[index] += sign * shift[1]
-                return float(bregman_loss(generator, c, r, ratio_clamp=5.0)[index])
-
-            finite_difference = (at(1.0) - at(-1.0)) / (2 * step)
-            assert finite_difference == pytest.approx(float(grad[index]), rel=1e-6, abs=1e-8)
+    with torch.no_grad():
+        finite_differences = (token_loss(log_r + step) - token_loss(log_r - step)) / (2 * step)
+    torch.testing.assert_close(finite_differences, grad, rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("name", ["tbpo_q", "tbpo_a"])
-@pytest.mark.parametrize("generator", ["logistic", "lsif", "ukl"])
-def test_tbpo_step_on_the_policy_raises_z_chosen_and_lowers_z_rejected(
+@pytest.mark.parametrize("generator", ["sba", "logistic"])
+def test_tbpo_step_on_the_policy_raises_the_chosen_reward_and_lowers_the_rejected(
     name: str, generator: str
 ) -> None:
-    params: dict[str, object] = {"generator": generator, "beta": 0.5}
-    if name == "tbpo_q":
-        params["value_weight"] = 0.0
-    loss = build_test_loss(name, **params)
+    loss = build_test_loss(name, generator=generator, beta=0.5)
     batch = make_batch(pairs=4, tokens=5, seed=13)
     before, grads = run(loss, batch)
     stepped = dataclasses.replace(

@@ -13,6 +13,10 @@ the rank, the world size or the history), which is what makes resume exact.
 **Pacing "none".** The epoch is a random permutation of the pairs, cut into batches; the
 difficulty is ignored.
 
+**Pacing "sorted".** Every epoch is the pairs sorted by difficulty ascending (stable, so ties
+keep index order), cut into batches in order, as MixDPO's authors train: one pass over data
+sorted easy to hard, without shuffling. The hardest ``N - K * batch_size`` pairs are dropped.
+
 **Other pacings.** First the easy-to-hard order ``O`` of the epoch: the pairs sorted by difficulty
 ascending (stable, so ties keep index order), cut into ``bands`` bands of equal count (band ``i``
 holds sorted positions ``[i * N // bands, (i + 1) * N // bands)``), each band shuffled. Then, with
@@ -57,7 +61,7 @@ from tokenpo.exceptions import ConfigError, InputError
 
 __all__ = ["CurriculumConfig", "CurriculumSampler", "Pacing", "competence"]
 
-Pacing = Literal["none", "linear", "root", "step"]
+Pacing = Literal["none", "sorted", "linear", "root", "step"]
 PACINGS: tuple[str, ...] = get_args(Pacing)
 
 # The settings a resumed sampler must share with the one that saved its state.
@@ -92,7 +96,8 @@ class CurriculumConfig:
     """How the sampler orders pairs by difficulty; see :mod:`tokenpo.data.sampler`."""
 
     pacing: Pacing = "none"
-    """How competence grows over an epoch: "none" (plain shuffle), "linear", "root" or "step"."""
+    """How competence grows over an epoch: "none" (plain shuffle), "sorted" (easy to hard, no
+    shuffle), "linear", "root" or "step"."""
 
     bands: int = 10
     """Equal-count difficulty bands of the easy-to-hard order; pairs are shuffled within a band."""
@@ -121,9 +126,9 @@ class CurriculumConfig:
 def competence(progress: float, config: CurriculumConfig) -> float:
     """The competence at ``progress`` (step / steps per epoch) through an epoch, in [start, 1].
 
-    Always 1 for pacing "none". The formulas are in the module docstring.
+    Always 1 for pacings "none" and "sorted". The formulas are in the module docstring.
     """
-    if config.pacing == "none":
+    if config.pacing in ("none", "sorted"):
         return 1.0
     start = config.start
     x = progress / config.ramp
@@ -307,6 +312,8 @@ class CurriculumSampler:
             rng = np.random.default_rng([self.seed, int(epoch)])
             if self.config.pacing == "none":
                 order = rng.permutation(self.num_pairs)
+            elif self.config.pacing == "sorted":
+                order = self._easy_to_hard
             else:
                 order = self._curriculum_order(rng)
             used = self.steps_per_epoch * self.batch_size

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from tokenpo.data.sampler import Pacing
 from tokenpo.exceptions import ConfigError
 
 __all__ = ["METHODS", "Method", "TrainSettings", "method", "method_names", "method_overrides"]
@@ -32,7 +33,7 @@ class Method:
     """The loss's parameters (``loss.<key>``)."""
     lr: float = 5e-5
     """The peak learning rate (the issue's probe: 2e-5 to 5e-5 for the DPO family)."""
-    pacing: Literal["none", "linear", "root", "step"] = "none"
+    pacing: Pacing = "none"
     """The curriculum's pacing (``curriculum.pacing``)."""
     description: str = ""
     """One line for ``--help`` and the README."""
@@ -46,8 +47,16 @@ METHODS: tuple[Method, ...] = (
         params=dict(_AUTHORS_TABPO),
         description="TAB-PO, the authors' defaults (beta 0.5, tau 0.66, barrier 0.5)",
     ),
-    Method(name="tbpo_a", loss="tbpo_a", description="TBPO, batch-standardised advantages"),
-    Method(name="tbpo_q", loss="tbpo_q", description="TBPO with a learned value head"),
+    Method(
+        name="tbpo_a",
+        loss="tbpo_a",
+        description="TBPO-A, the paper's defaults (K3 state weights)",
+    ),
+    Method(
+        name="tbpo_q",
+        loss="tbpo_q",
+        description="TBPO-Q, the paper's defaults (learned baseline)",
+    ),
     Method(
         name="mixdpo",
         loss="mixdpo",

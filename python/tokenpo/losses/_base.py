@@ -75,7 +75,7 @@ class PairTerms:
     sides: tuple[Side, Side]
     """The chosen and rejected :class:`Side` the terms came from (reused by the metrics)."""
     batch_term: Tensor | None = None
-    """A scalar added after the pair average (rpo's NLL, tbpo_q's value regression)."""
+    """A scalar added after the pair average (rpo's NLL)."""
     metrics: dict[str, Tensor] = field(default_factory=dict)
     """Loss-specific metrics: scalars, or per-pair ``[B]`` values averaged over valid pairs."""
 

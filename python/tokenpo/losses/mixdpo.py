@@ -28,7 +28,7 @@ class MixDPO(PairLoss):
 
     Pair ``i`` is hard when ``difficulty_i ≥ threshold``; a hard pair's loss is
     ``sft_weight · NLL(y_w) / |y_w|``, an easy pair's is the base loss of that pair. The
-    base's batch-level term (rpo's NLL, tbpo_q's value regression) is added unchanged, and its
+    base's batch-level term (rpo's NLL) is added unchanged, and its
     metrics are kept; ``mixdpo/routed_share`` is the share of valid pairs routed to SFT.
     Needs ``PairLogps.difficulty`` and whatever the base needs.
     """
@@ -36,8 +36,9 @@ class MixDPO(PairLoss):
     name: ClassVar[str] = "mixdpo"
     base: TermsLoss
     """The preference loss applied to easy pairs (a built loss, e.g. ``build("tabpo")``)."""
-    threshold: float = 0.7
-    """q in [0, 1]: pairs at least this difficult are routed to SFT."""
+    threshold: float = 0.9
+    """q in [0, 1]: pairs at least this difficult are routed to SFT. The default routes the
+    hardest tenth, as the authors' margin threshold (0.5 on UltraFeedback's ratings) does."""
     sft_weight: float = 1.0
     """λ ≥ 0, the weight of the SFT term of a routed pair."""
 

@@ -1,197 +1,234 @@
-# ruff: noqa: RUF001, RUF002 -- formulas use the math notation of docs/losses.md
+# ruff: noqa: RUF002 -- formulas use the math notation of docs/losses.md
 """TBPO: token-level Bradley-Terry preference optimisation by Bregman ratio matching.
 
-RECONSTRUCTION from the abstract of Nguyen et al., arXiv 2605.12288 (the full text was not
-available to us); every choice the abstract leaves open is a parameter or documented in
-``docs/losses.md`` § "TBPO". Per-token score ``z_t = β ρ_t − b_t``, side scores
-``Z_w = Σ_t m^w_t z^w_t`` and ``Z_l = Σ_t m^l_t z^l_t``, and a loss ``φ`` from a Bregman
-generator:
+From the paper (Nguyen et al., "TokenRatio", arXiv 2605.12288: §4 and the appendix
+"Implementation Details"). The chosen and the rejected completion are compared token by
+token at the same position ``t ≤ T = min(|y_w|, |y_l|)``, with ``ρ = log π − log π_ref``::
 
-- ``logistic``: ``−log σ(Z_w − Z_l)``; with ``b ≡ 0`` exactly dpo.
-- ``lsif`` (``f(t) = (t−1)²/2``): ``½ exp(2 clamp(Z_l)) − exp(clamp(Z_w))``.
-- ``ukl`` (``f(t) = t log t − t``): ``exp(clamp(Z_l)) − clamp(Z_w)``.
+    log R_t = β [(ρ^l_t − ρ^w_t) + log w_t]
+    loss    = (1/T) Σ_{t≤T} ℓ_h(R_t),    ℓ_h(R) = h'(R) R − h(R) − h'(1/R)
 
-``clamp`` limits the log-ratios to ``[−ratio_clamp, ratio_clamp]`` so ``exp`` cannot overflow;
-beyond it the ratio loss gives no gradient (the logistic one is not clamped).
+``w_t`` corrects for comparing two tokens after two different prefixes; it depends on the
+states only. TBPO-A estimates it from the policy, TBPO-Q learns it. Generators ``h``:
+
+- ``sba`` (the paper's; λ ≥ 0, s > 0): ``h(R) = (R^{1+λ} − R) / (s λ (λ+1))``, so
+  ``ℓ = R^{1+λ} / (s(1+λ)) − expm1(−λ log R) / (s λ) − 1 / (s(1+λ))``; at ``λ = 0`` it is
+  ``(R + log R − 1) / s``. ``λ = 0, s = 1`` is KLIEP, ``λ = 1, s = 1`` is LSIF.
+- ``logistic``: ``ℓ = log(1 + R)``, dpo's loss per token pair (half of ℓ_h for logistic
+  regression's generator: the same minimiser, at dpo's scale).
+
+``log R_t`` is clamped to ``[−ratio_clamp, ratio_clamp]`` before ``exp``, as in the authors'
+code; beyond it a token pair gives no gradient.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.function import FunctionCtx, once_differentiable
 
 from tokenpo.exceptions import InputError
-from tokenpo.losses._base import PairLoss, PairTerms, SideStats, finish, side_stats
-from tokenpo.losses._ops import logistic_loss
-from tokenpo.losses.batch import LossOutput, PairLogps, Side
+from tokenpo.losses._base import PairLoss, PairTerms, finish, side_stats
+from tokenpo.losses._ops import safe_divide
+from tokenpo.losses.batch import LossOutput, PairLogps, Side, float_mask
 from tokenpo.losses.config import LossConfigError, check_choice, check_number
 
-__all__ = ["TBPOA", "TBPOQ", "Generator", "TBPOQConfig", "ValueHead", "bregman_loss"]
+__all__ = ["TBPOA", "TBPOQ", "Generator", "TBPOQConfig", "ValueHead", "token_ratio_loss"]
 
-Generator = Literal["logistic", "lsif", "ukl"]
-_GENERATORS: tuple[Generator, ...] = ("logistic", "lsif", "ukl")
+Generator = Literal["sba", "logistic"]
+_GENERATORS: tuple[Generator, ...] = ("sba", "logistic")
+# exp((1 + λ) · ratio_clamp) must stay finite in float32 (about e^88).
+_EXP_LIMIT = 80.0
 
 
-def bregman_loss(
-    generator: Generator, chosen: Tensor, rejected: Tensor, *, ratio_clamp: float
+def token_ratio_loss(
+    generator: Generator, log_ratio: Tensor, *, lam: float, scale: float, ratio_clamp: float
 ) -> Tensor:
-    """``φ(Z_w, Z_l)`` of each pair for the given generator (see the module docstring)."""
+    """``ℓ_h(R)`` elementwise for ``log R = log_ratio`` (see the module docstring)."""
+    x = log_ratio.clamp(-ratio_clamp, ratio_clamp)
     if generator == "logistic":
-        return logistic_loss(chosen - rejected)
-    chosen = chosen.clamp(-ratio_clamp, ratio_clamp)
-    rejected = rejected.clamp(-ratio_clamp, ratio_clamp)
-    if generator == "lsif":
-        return 0.5 * torch.exp(2.0 * rejected) - torch.exp(chosen)
-    return torch.exp(rejected) - chosen
+        return nn.functional.softplus(x)
+    if lam == 0.0:
+        return (torch.exp(x) + x - 1.0) / scale
+    return (
+        torch.exp((1.0 + lam) * x) / (scale * (1.0 + lam))
+        - torch.expm1(-lam * x) / (scale * lam)
+        - 1.0 / (scale * (1.0 + lam))
+    )
+
+
+def paired_positions(chosen: Side, rejected: Side) -> tuple[int, Tensor]:
+    """``(T, m)``: the width the two sides share and the mask ``[B, T]`` of the positions where
+    both have a completion token, the ``t ≤ min(|y_w|, |y_l|)`` of each pair."""
+    width = min(chosen.mask.shape[-1], rejected.mask.shape[-1])
+    return width, chosen.mask[:, :width] & rejected.mask[:, :width]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class _TBPOParams:
-    """Parameters shared by TBPO-A and TBPO-Q."""
+    """Parameters shared by TBPO-A and TBPO-Q; the defaults are the paper's."""
 
     name: ClassVar[str]
     beta: float = 0.1
-    """β > 0 in ``z_t = β ρ_t − b_t``."""
-    generator: Generator = "logistic"
-    """The Bregman generator: ``logistic`` (dpo-like), ``lsif`` or ``ukl``."""
-    ratio_clamp: float = 5.0
-    """Bound on ``|Z|`` inside ``exp`` for ``lsif`` and ``ukl``, > 0."""
+    """β > 0 in ``log R_t``."""
+    generator: Generator = "sba"
+    """The Bregman generator: ``sba`` (the paper's) or ``logistic`` (dpo per token)."""
+    lam: float = 0.0
+    """SBA's λ in [0, 1]: 0 weighs every token pair alike, larger λ the uncertain ones."""
+    scale: float = 4.0
+    """SBA's s > 0, a divisor of the loss."""
+    ratio_clamp: float = 30.0
+    """Bound on ``|log R_t|`` inside ``exp``, > 0."""
 
     def __post_init__(self) -> None:
         check_number(self.name, "beta", self.beta, low=0.0, low_open=True)
         check_choice(self.name, "generator", self.generator, _GENERATORS)
+        check_number(self.name, "lam", self.lam, low=0.0, high=1.0)
+        check_number(self.name, "scale", self.scale, low=0.0, low_open=True)
         check_number(self.name, "ratio_clamp", self.ratio_clamp, low=0.0, low_open=True)
+        if (1.0 + self.lam) * self.ratio_clamp > _EXP_LIMIT:
+            raise LossConfigError(
+                f"{self.name}: (1 + lam) * ratio_clamp must be <= {_EXP_LIMIT:g} so that exp "
+                f"stays finite, got {(1.0 + self.lam) * self.ratio_clamp:g}"
+            )
         self.check_params()
 
     def check_params(self) -> None:
         """Validate the parameters a subclass adds; none by default."""
 
-    def sides_and_stats(
-        self, batch: PairLogps
-    ) -> tuple[tuple[Side, Side], tuple[SideStats, SideStats]]:
-        """The two sides and their sums (reference required)."""
-        sides = batch.sides()
-        return sides, (side_stats(sides[0], by=self.name), side_stats(sides[1], by=self.name))
-
-    def pair_terms(
-        self,
-        sides: tuple[Side, Side],
-        stats: tuple[SideStats, SideStats],
-        scores: tuple[Tensor, Tensor],
-        *,
-        metrics: dict[str, Tensor],
-        batch_term: Tensor | None = None,
+    def terms_for(
+        self, sides: tuple[Side, Side], log_weight: Tensor, metrics: dict[str, Tensor]
     ) -> PairTerms:
-        """Apply the generator to the side scores ``(Z_w, Z_l)``."""
+        """Per-pair ``(1/T) Σ_t ℓ_h(R_t)`` with ``log w_t = log_weight`` on the paired
+        positions; the implicit rewards are dpo's ``β Σ_t ρ_t`` of each side."""
+        chosen, rejected = sides
+        width, paired = paired_positions(chosen, rejected)
+        stats = (side_stats(chosen, by=self.name), side_stats(rejected, by=self.name))
+        ratios = [
+            side.policy[:, :width] - side.need("ref", by=self.name)[:, :width] for side in sides
+        ]
+        log_r = self.beta * (ratios[1] - ratios[0] + log_weight)
+        token_loss = token_ratio_loss(
+            self.generator, log_r, lam=self.lam, scale=self.scale, ratio_clamp=self.ratio_clamp
+        )
+        paired_float = float_mask(paired, token_loss.dtype)
+        per_pair = safe_divide((token_loss * paired_float).sum(-1), paired_float.sum(-1))
         return PairTerms(
-            per_pair=bregman_loss(self.generator, *scores, ratio_clamp=self.ratio_clamp),
-            chosen_reward=scores[0].detach(),
-            rejected_reward=scores[1].detach(),
+            per_pair=per_pair,
+            chosen_reward=self.beta * stats[0].log_ratio.detach(),
+            rejected_reward=self.beta * stats[1].log_ratio.detach(),
             chosen=stats[0],
             rejected=stats[1],
             sides=sides,
-            batch_term=batch_term,
             metrics=metrics,
         )
 
 
+def token_log_ratios(sides: tuple[Side, Side], *, by: str) -> tuple[Tensor, Tensor]:
+    """``ρ_t`` of each side on the paired positions, detached, ``[B, T]`` each."""
+    width, _ = paired_positions(*sides)
+    chosen, rejected = (
+        (side.policy[:, :width] - side.need("ref", by=by)[:, :width]).detach() for side in sides
+    )
+    return chosen, rejected
+
+
+def _masked_pair_mean(values: Tensor, sides: tuple[Side, Side]) -> Tensor:
+    """Mean of ``values`` ``[B, T]`` over each pair's paired positions, ``[B]``."""
+    _, paired = paired_positions(*sides)
+    mask = float_mask(paired, values.dtype)
+    return safe_divide((values * mask).sum(-1), mask.sum(-1))
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class TBPOA(_TBPOParams, PairLoss):
-    """TBPO-A (arXiv 2605.12288, RECONSTRUCTION): no learned baseline; advantage normalisation.
+    """TBPO-A (arXiv 2605.12288): ``S = A_ref``, no learned parameters.
 
-    ``z_t = β (ρ_t − μ) / max(σ, std_floor)`` with ``μ``, ``σ`` the mean and (population)
-    standard deviation of ``ρ`` over every completion token of the batch, both sides, detached.
-    Since ``μ`` and ``σ`` are constants, ``Z = β (Σ_t m ρ − μ n) / max(σ, std_floor)`` from
-    sequence sums. The floor keeps the normalisation from amplifying: a policy equal to its
-    reference has ``σ = 0``, and ``σ + 1e-6`` there scaled the first step's gradient by 10⁶.
-    Needs the reference log-probs.
+    ``log w_t = KL(s^l_t) − KL(s^w_t)`` with ``KL(s) = D_KL(π_ref(·|s) ‖ π_θ(·|s))`` estimated
+    by Schulman's K3 at the completion's own token: ``(r − 1) − log r = e^ρ − 1 − ρ``. The
+    paper samples that token from ``π_ref``; stored reference log-probs give only the
+    completion's token, which stands in for the sample. ``w_t`` is a plug-in estimate, so it
+    is held constant (detached). At the first step (``ρ = 0``) ``w_t = 1``. Needs the
+    reference log-probs.
     """
 
     name: ClassVar[str] = "tbpo_a"
-    std_floor: float = 1.0
-    """The smallest divisor (nats) > 0: below it the advantages are only centred."""
-
-    def check_params(self) -> None:
-        check_number(self.name, "std_floor", self.std_floor, low=0.0, low_open=True)
 
     def terms(self, batch: PairLogps, /) -> PairTerms:
-        sides, stats = self.sides_and_stats(batch)
-        mean, std = self.token_mean_std(sides, stats)
-        scale = self.beta / std.clamp(min=self.std_floor)
-        chosen, rejected = ((side.log_ratio - mean * side.count) * scale for side in stats)
-        return self.pair_terms(
-            sides, stats, (chosen, rejected), metrics={"tbpo/mean": mean, "tbpo/std": std}
-        )
+        sides = batch.sides()
+        log_weight = self.log_weight(sides)
+        metrics = {"tbpo/log_w": _masked_pair_mean(log_weight.abs(), sides)}
+        return self.terms_for(sides, log_weight, metrics)
 
-    def token_mean_std(
-        self, sides: tuple[Side, Side], stats: tuple[SideStats, SideStats]
-    ) -> tuple[Tensor, Tensor]:
-        """Mean and population std of ``ρ`` over the completion tokens of both sides.
+    def log_weight(self, sides: tuple[Side, Side]) -> Tensor:
+        """``log w_t = K3(ρ^l_t) − K3(ρ^w_t)`` on the paired positions, detached, ``[B, T]``."""
+        chosen_ratio, rejected_ratio = token_log_ratios(sides, by=self.name)
+        return _k3(rejected_ratio) - _k3(chosen_ratio)
 
-        The mean comes from the sequence sums already computed; the second pass around it
-        avoids the cancellation of ``E[x²] − E[x]²``.
-        """
-        with torch.no_grad():
-            count = (stats[0].count.sum() + stats[1].count.sum()).clamp(min=1.0)
-            mean_ratio = (stats[0].log_ratio.sum() + stats[1].log_ratio.sum()) / count
-            squares = mean_ratio.new_zeros(())
-            for side in sides:
-                centred = side.policy - side.need("ref", by=self.name)
-                centred = centred.sub_(mean_ratio).mul_(side.mask_float).reshape(-1)
-                squares += torch.dot(centred, centred)
-            return mean_ratio, (squares / count).sqrt()
+
+def _k3(log_ratio: Tensor) -> Tensor:
+    """Schulman's K3 estimate ``(r − 1) − log r`` of ``KL(π_ref ‖ π_θ)`` with ``r = e^ρ``,
+    ``ρ`` clamped so that ``e^ρ`` stays finite."""
+    clamped = log_ratio.clamp(max=_EXP_LIMIT)
+    return torch.expm1(clamped) - clamped
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class TBPOQConfig(_TBPOParams):
-    """Parameters of :class:`TBPOQ`."""
+    """Parameters of :class:`TBPOQ`; the defaults are the paper's."""
 
     name: ClassVar[str] = "tbpo_q"
     hidden_size: int
-    """``H``, the size of the policy's last hidden state (the value head's input)."""
-    value_weight: float = 0.1
-    """Weight ≥ 0 of the value head's regression loss."""
+    """``H``, the size of the policy's last hidden state (the head's input)."""
+    head_width: int = 1024
+    """Width of the baseline head's hidden layer."""
+    head_lr: float = 1e-3
+    """The baseline head's own learning rate (its AdamW parameter group)."""
+    log_w_clamp: float = 10.0
+    """Bound on ``|log w_t|``, > 0 (the authors' code): the head cannot explain a pair away."""
 
     def check_params(self) -> None:
-        size = self.hidden_size
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise LossConfigError(f"{self.name}.hidden_size must be a positive int, got {size!r}")
-        check_number(self.name, "value_weight", self.value_weight, low=0.0)
+        for field, value in (("hidden_size", self.hidden_size), ("head_width", self.head_width)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise LossConfigError(f"{self.name}.{field} must be a positive int, got {value!r}")
+        check_number(self.name, "head_lr", self.head_lr, low=0.0, low_open=True)
+        check_number(self.name, "log_w_clamp", self.log_w_clamp, low=0.0, low_open=True)
 
 
-class ValueHead(nn.Linear):
-    """``V_φ``: the *detached* last hidden state ``[..., H]`` to the baseline ``b_t`` ``[...]``.
+class ValueHead(nn.Module):
+    """``b_φ``: the *detached* last hidden state ``[..., H]`` to ``log Z`` of the state ``[...]``
+    (the soft value over β), a one-hidden-layer MLP as in the paper.
 
-    Detached, so that the value regression trains this head and never the policy. Zero at
-    the start. The trainer calls it inside the model's forward, at the real completion tokens
-    only, and hands the loss ``[B, T]`` values (:attr:`PairLogps.chosen_value`): its cost is
-    then ``H`` per token next to the LM head's ``H·V``, and no ``[B, T, H]`` copy is made.
+    Detached, so that the head never trains the policy. Its output layer starts at zero, so
+    ``w_t = 1`` at the first step. The trainer calls it inside the model's forward at the
+    real completion tokens only and hands the loss ``[B, T]`` values
+    (:attr:`PairLogps.chosen_value`): no ``[B, T, H]`` copy is made.
     """
 
-    def __init__(self, hidden_size: int) -> None:
-        super().__init__(hidden_size, 1)
-        nn.init.zeros_(self.weight)
-        nn.init.zeros_(self.bias)
+    def __init__(self, hidden_size: int, width: int = 1024, lr: float = 1e-3) -> None:
+        super().__init__()
+        self.lr = lr
+        """The head's own learning rate: the trainer gives it an AdamW parameter group."""
+        self.hidden = nn.Linear(hidden_size, width)
+        self.out = nn.Linear(width, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
 
     def forward(self, hidden: Tensor) -> Tensor:
-        """``V_φ(sg(h))`` in the head's dtype, with gradient to ``φ`` only."""
-        return super().forward(hidden.detach().to(self.weight.dtype)).squeeze(-1)
+        """``b_φ(sg(h))`` in the head's dtype, with gradient to ``φ`` only."""
+        features = torch.relu(self.hidden(hidden.detach().to(self.out.weight.dtype)))
+        value: Tensor = self.out(features)
+        return value.squeeze(-1)
 
 
 class TBPOQ(nn.Module):
-    """TBPO-Q (arXiv 2605.12288, RECONSTRUCTION): a learned state baseline ``b_t = V_φ(h_t)``.
+    """TBPO-Q (arXiv 2605.12288): ``S = Q_ref``, a learned state baseline.
 
-    ``V_φ`` (:class:`ValueHead`) is a linear head on the detached last hidden state, trained
-    jointly by regressing to ``sg(β ρ_t)`` (MSE over every completion token, times
-    ``value_weight``), so ``z_t`` is an advantage estimate. The baseline enters ``z`` detached:
-    only the regression trains the head, which otherwise could separate the pair on its own
-    and starve the policy of gradient. The head starts at zero, so the first step is dpo plus
-    the regression.
+    ``log w_t = b_φ(s^l_t) − b_φ(s^w_t)``, clamped to ``±log_w_clamp``, with ``b_φ`` the
+    :class:`ValueHead`. As in the authors' code, the head is trained by this same loss, with
+    its own learning rate (``head_lr``; the trainer gives it its own parameter group).
 
     This loss has parameters: the trainer moves its :attr:`value_head` to the device, adds
     its parameters to the optimizer and saves its ``state_dict``
@@ -206,12 +243,12 @@ class TBPOQ(nn.Module):
         super().__init__()
         self.config = config
         """The loss parameters."""
-        self.value_head = ValueHead(config.hidden_size)
-        """``V_φ``: hidden state to baseline."""
+        self.value_head = ValueHead(config.hidden_size, config.head_width, config.head_lr)
+        """``b_φ``: hidden state to ``log Z``."""
 
     def baseline(self, side: Side) -> Tensor:
-        """``b_t``, ``[B, T]``, in the side's compute dtype (with gradient to ``φ``): the given
-        values, else the head applied to the given hidden states."""
+        """``b_φ`` at each token of ``side``, ``[B, T]``, in the side's compute dtype (with
+        gradient to ``φ``): the given values, else the head applied to the hidden states."""
         if side.value is not None:
             return side.value
         if side.hidden is None:
@@ -223,91 +260,16 @@ class TBPOQ(nn.Module):
         return value.to(side.policy.dtype)
 
     def terms(self, batch: PairLogps, /) -> PairTerms:
-        """Per-pair loss with the value regression as the batch term.
-
-        One pass per side makes the residuals ``r_t = m_t (b_t − sg(β ρ_t))`` the regression
-        squares; they also give the side score, since ``Σ_t m_t b_t = Σ_t r_t + β Σ_t m_t ρ_t``:
-        ``Z = β Σ m ρ − sg(Σ m b) = −sg(Σ_t r_t)`` in value, with the gradient of ``β Σ m ρ``.
-        """
+        """Per-pair loss; the head's gradient comes through ``log w``."""
         config = self.config
-        sides, stats = config.sides_and_stats(batch)
-        # The token log-ratios once per side, for the residual and the diff-margin metric.
-        ratios = [side.policy.detach() - side.need("ref", by=self.name) for side in sides]
-        stats = (
-            dataclasses.replace(stats[0], token_log_ratio=ratios[0]),
-            dataclasses.replace(stats[1], token_log_ratio=ratios[1]),
-        )
-        chosen_residual, rejected_residual, squares = _Residuals.apply(
-            self.baseline(sides[0]),
-            self.baseline(sides[1]),
-            *ratios,
-            sides[0].mask_float,
-            sides[1].mask_float,
-            config.beta,
-        )
-        chosen, rejected = (
-            scaled - (scaled.detach() + residual.sum(-1))
-            for scaled, residual in (
-                (config.beta * stats[0].log_ratio, chosen_residual),
-                (config.beta * stats[1].log_ratio, rejected_residual),
-            )
-        )
-        tokens = (stats[0].count.sum() + stats[1].count.sum()).clamp(min=1.0)
-        value_mse = squares / tokens
-        return config.pair_terms(
-            sides,
-            stats,
-            (chosen, rejected),
-            metrics={"tbpo/value_mse": value_mse.detach()},
-            batch_term=config.value_weight * value_mse,
-        )
+        sides = batch.sides()
+        width, _ = paired_positions(*sides)
+        chosen_b, rejected_b = (self.baseline(side)[:, :width] for side in sides)
+        bound = config.log_w_clamp
+        log_weight = (rejected_b - chosen_b).clamp(-bound, bound)
+        metrics = {"tbpo/log_w": _masked_pair_mean(log_weight.detach().abs(), sides)}
+        return config.terms_for(sides, log_weight, metrics)
 
     def forward(self, batch: PairLogps) -> LossOutput:
-        """The batch loss (preference plus value regression) and its metrics."""
+        """The batch loss and its metrics."""
         return finish(self.terms(batch), batch)
-
-
-class _Residuals(torch.autograd.Function):
-    """Both sides' ``r = m (b − β ρ)`` and the total ``Σ r²``; the gradient is one op per side,
-    ``2 g r``. One node for both sides: at ``B·T = 32k`` on CPU a node's own cost is about
-    that of a pass, and autograd's graph of the same formula runs three passes per side."""
-
-    @staticmethod
-    def forward(
-        ctx: FunctionCtx,
-        chosen_baseline: Tensor,
-        rejected_baseline: Tensor,
-        chosen_ratio: Tensor,
-        rejected_ratio: Tensor,
-        chosen_mask: Tensor,
-        rejected_mask: Tensor,
-        beta: float,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        residuals = [
-            torch.add(baseline, ratio, alpha=-beta).mul_(mask)
-            for baseline, ratio, mask in (
-                (chosen_baseline, chosen_ratio, chosen_mask),
-                (rejected_baseline, rejected_ratio, rejected_mask),
-            )
-        ]
-        squares = sum(torch.dot(r.flatten(), r.flatten()) for r in residuals)
-        ctx.save_for_backward(*residuals)
-        ctx.mark_non_differentiable(*residuals)
-        ctx.set_materialize_grads(False)  # no zero gradients for the residuals
-        return residuals[0], residuals[1], torch.as_tensor(squares)
-
-    @staticmethod
-    @once_differentiable
-    def backward(
-        ctx: FunctionCtx, _chosen: None, _rejected: None, grad_squares: Tensor | None
-    ) -> tuple[Tensor | None, ...]:
-        if grad_squares is None:  # the squares did not reach the loss
-            return (None,) * 7
-        chosen, rejected = ctx.saved_tensors  # type: ignore[attr-defined]
-        chosen_needed, rejected_needed = ctx.needs_input_grad[:2]  # type: ignore[attr-defined]
-        scale = 2.0 * grad_squares
-        return (
-            chosen * scale if chosen_needed else None,
-            rejected * scale if rejected_needed else None,
-            *(None,) * 5,
-        )

@@ -229,9 +229,10 @@ def _sampler(config: TrainConfig, world: World, data: PairDataset) -> Curriculum
     )
 
 
-def _optimizer(config: TrainConfig, trained: nn.Module) -> torch.optim.Optimizer:
-    """AdamW; norms and biases (1-D parameters) are not decayed."""
-    parameters = [parameter for parameter in trained.parameters() if parameter.requires_grad]
+def _optimizer(config: TrainConfig, trained: nn.ModuleDict) -> torch.optim.Optimizer:
+    """AdamW; norms and biases (1-D parameters) are not decayed; a loss's value head gets its
+    own learning rate."""
+    parameters = [p for p in trained["policy"].parameters() if p.requires_grad]
     groups: list[dict[str, Any]] = [
         {
             "params": [p for p in parameters if p.ndim >= 2],
@@ -239,6 +240,9 @@ def _optimizer(config: TrainConfig, trained: nn.Module) -> torch.optim.Optimizer
         },
         {"params": [p for p in parameters if p.ndim < 2], "weight_decay": 0.0},
     ]
+    if "value_head" in trained:
+        head = trained["value_head"]
+        groups.append({"params": list(head.parameters()), "lr": head.lr})
     return torch.optim.AdamW(
         groups, lr=config.optim.lr, betas=config.optim.betas, eps=config.optim.eps
     )

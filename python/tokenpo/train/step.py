@@ -4,8 +4,8 @@ Shared by training steps (with backward) and validation (without). A rank's pair
 into micro-batches. Each micro-batch's loss is a mean over its own averaged pairs (those with
 a completion token on each side; every pair for sft), so it is weighted by how many it has:
 the accumulated gradient is then that of the mean over the averaged pairs of the whole global
-batch, whatever the micro-batch size and the number of ranks. Batch-level terms (rpo's NLL,
-tbpo_q's value regression) are weighted alike.
+batch, whatever the micro-batch size and the number of ranks. Batch-level terms (rpo's NLL)
+are weighted alike.
 """
 
 from __future__ import annotations

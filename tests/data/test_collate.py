@@ -161,9 +161,9 @@ def test_logits_grid_and_values_agree_with_sequences_run_alone(
     pairs = [([3, 4], [5, 6, 7], [5, 8]), ([9], [1], [2, 3, 4, 5])]
     scorer = CompletionScorer(model)
     batch = collate(make_rows(pairs), layout=layout)
-    head = ValueHead(32)
-    torch.nn.init.normal_(head.weight)
-    torch.nn.init.normal_(head.bias)
+    head = ValueHead(32, width=8)
+    for parameter in head.parameters():  # the output layer starts at zero
+        torch.nn.init.normal_(parameter)
     with torch.no_grad():
         plain = scorer.score(batch)
         full = scorer.score(batch, logits=True, value_head=head)

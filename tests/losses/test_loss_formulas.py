@@ -193,9 +193,11 @@ def tbpo_pair(
     return torch.stack(terms).mean()
 
 
-def k3(rho: Tensor) -> Tensor:
-    ratio = torch.exp(rho)
-    return (ratio - 1) - torch.log(ratio)
+def state_kl(side: dict[str, Tensor], t: int) -> Tensor:
+    """``KL(π_ref(·|s_t) ‖ π(·|s_t))`` at token ``t`` from the two logit rows, detached."""
+    ref_logp = log_softmax(side["ref_logits"][t], -1)
+    logp = log_softmax(side["logits"][t], -1)
+    return (ref_logp.exp() * (ref_logp - logp)).sum().detach()
 
 
 def tbpo_a_reference(
@@ -207,9 +209,7 @@ def tbpo_a_reference(
             chosen, rejected = sides(batch, i)
 
             def log_w(t: int, chosen: dict[str, Tensor] = chosen, rejected=rejected) -> Tensor:  # type: ignore[no-untyped-def]
-                rho_w = (chosen["logp"][t] - chosen["ref"][t]).detach()
-                rho_l = (rejected["logp"][t] - rejected["ref"][t]).detach()
-                return k3(rho_l) - k3(rho_w)
+                return state_kl(rejected, t) - state_kl(chosen, t)
 
             h = generator_h(generator, lam, scale)
             per_pair.append(tbpo_pair(chosen, rejected, log_w, beta=beta, h=h))

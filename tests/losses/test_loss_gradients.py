@@ -17,7 +17,7 @@ from tokenpo.losses.tbpo import token_ratio_loss
 
 # Fields that reach the loss only through a stop-gradient, so finite differences of the full
 # function would (rightly) disagree with autograd: they are held fixed in the gradcheck and
-# their zero gradient is tested on its own (tdpo2's D(y_w); tbpo_a's K3 weights are frozen in
+# their zero gradient is tested on its own (tdpo2's D(y_w); tbpo_a's KL weights are frozen in
 # the gradcheck below).
 FROZEN = {"tdpo": ("policy_chosen_logits",)}
 GRADCHECK_CASES = [(name, {}) for name in all_losses()] + [

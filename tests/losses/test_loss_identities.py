@@ -72,13 +72,19 @@ def test_tbpo_logistic_on_one_token_completions_with_a_zero_head_is_dpo(beta: fl
 
 @pytest.mark.parametrize("generator", ["sba", "logistic"])
 def test_tbpo_a_at_its_reference_is_tbpo_q_with_a_zero_head(generator: str) -> None:
-    # A policy equal to its reference has K3 estimates of 0, and a fresh head outputs 0:
+    # A policy equal to its reference has KL 0 at every state, and a fresh head outputs 0:
     # both weights are 1, so the two variants take the same first step.
     batch = make_batch(pairs=5, tokens=7, seed=5)
     assert batch.ref_chosen is not None
     assert batch.ref_rejected is not None
+    assert batch.ref_chosen_logits is not None
+    assert batch.ref_rejected_logits is not None
     batch = dataclasses.replace(
-        batch, policy_chosen=batch.ref_chosen.clone(), policy_rejected=batch.ref_rejected.clone()
+        batch,
+        policy_chosen=batch.ref_chosen.clone(),
+        policy_rejected=batch.ref_rejected.clone(),
+        policy_chosen_logits=batch.ref_chosen_logits.clone(),
+        policy_rejected_logits=batch.ref_rejected_logits.clone(),
     )
     output, grads = run(build("tbpo_a", generator=generator), batch)
     fresh = build("tbpo_q", hidden_size=3, head_width=4, generator=generator).double()

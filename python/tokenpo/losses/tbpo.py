@@ -34,6 +34,7 @@ from tokenpo.losses._base import PairLoss, PairTerms, finish, side_stats
 from tokenpo.losses._ops import safe_divide
 from tokenpo.losses.batch import LossOutput, PairLogps, Side, float_mask
 from tokenpo.losses.config import LossConfigError, check_choice, check_number
+from tokenpo.losses.token import token_kl
 
 __all__ = ["TBPOA", "TBPOQ", "Generator", "TBPOQConfig", "ValueHead", "token_ratio_loss"]
 
@@ -126,15 +127,6 @@ class _TBPOParams:
         )
 
 
-def token_log_ratios(sides: tuple[Side, Side], *, by: str) -> tuple[Tensor, Tensor]:
-    """``ρ_t`` of each side on the paired positions, detached, ``[B, T]`` each."""
-    width, _ = paired_positions(*sides)
-    chosen, rejected = (
-        (side.policy[:, :width] - side.need("ref", by=by)[:, :width]).detach() for side in sides
-    )
-    return chosen, rejected
-
-
 def _masked_pair_mean(values: Tensor, sides: tuple[Side, Side]) -> Tensor:
     """Mean of ``values`` ``[B, T]`` over each pair's paired positions, ``[B]``."""
     _, paired = paired_positions(*sides)
@@ -146,12 +138,12 @@ def _masked_pair_mean(values: Tensor, sides: tuple[Side, Side]) -> Tensor:
 class TBPOA(_TBPOParams, PairLoss):
     """TBPO-A (arXiv 2605.12288): ``S = A_ref``, no learned parameters.
 
-    ``log w_t = KL(s^l_t) − KL(s^w_t)`` with ``KL(s) = D_KL(π_ref(·|s) ‖ π_θ(·|s))`` estimated
-    by Schulman's K3 at the completion's own token: ``(r − 1) − log r = e^ρ − 1 − ρ``. The
-    paper samples that token from ``π_ref``; stored reference log-probs give only the
-    completion's token, which stands in for the sample. ``w_t`` is a plug-in estimate, so it
-    is held constant (detached). At the first step (``ρ = 0``) ``w_t = 1``. Needs the
-    reference log-probs.
+    ``log w_t = KL(s^l_t) − KL(s^w_t)`` with ``KL(s) = D_KL(π_ref(·|s) ‖ π_θ(·|s))`` over the
+    full vocabulary, as in the authors' code; the paper's K3 estimator is an unbiased
+    estimate of the same quantity from samples of ``π_ref``, which stored data do not hold
+    (the completion's own token in their place overestimates it without bound). ``w_t`` is a
+    plug-in estimate, held constant (detached); at the reference, ``w_t = 1``. Needs the
+    reference log-probs and the policy and reference logits (a live reference, as tdpo).
     """
 
     name: ClassVar[str] = "tbpo_a"
@@ -163,16 +155,11 @@ class TBPOA(_TBPOParams, PairLoss):
         return self.terms_for(sides, log_weight, metrics)
 
     def log_weight(self, sides: tuple[Side, Side]) -> Tensor:
-        """``log w_t = K3(ρ^l_t) − K3(ρ^w_t)`` on the paired positions, detached, ``[B, T]``."""
-        chosen_ratio, rejected_ratio = token_log_ratios(sides, by=self.name)
-        return _k3(rejected_ratio) - _k3(chosen_ratio)
-
-
-def _k3(log_ratio: Tensor) -> Tensor:
-    """Schulman's K3 estimate ``(r − 1) − log r`` of ``KL(π_ref ‖ π_θ)`` with ``r = e^ρ``,
-    ``ρ`` clamped so that ``e^ρ`` stays finite."""
-    clamped = log_ratio.clamp(max=_EXP_LIMIT)
-    return torch.expm1(clamped) - clamped
+        """``log w_t = KL(s^l_t) − KL(s^w_t)`` on the paired positions, detached, ``[B, T]``."""
+        width, _ = paired_positions(*sides)
+        with torch.no_grad():
+            chosen, rejected = (token_kl(side, by=self.name)[:, :width] for side in sides)
+        return rejected - chosen
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -24,15 +24,16 @@ from tokenpo.losses._ops import (
 from tokenpo.losses.batch import PairLogps, Side
 from tokenpo.losses.config import check_choice, check_number
 
-__all__ = ["TDPO", "TIS", "ConfPO", "sequence_kl"]
+__all__ = ["TDPO", "TIS", "ConfPO", "sequence_kl", "token_kl"]
 
 
-def sequence_kl(side: Side, *, by: str) -> Tensor:
-    """``D(y) = Σ_t m_t KL(π_ref(·|s_t) ‖ π(·|s_t))`` over the full vocabulary, ``[B]``.
+def token_kl(side: Side, *, by: str) -> Tensor:
+    """``KL(π_ref(·|s_t) ‖ π(·|s_t))`` over the full vocabulary at each token, ``[B, T]``.
 
     Uses ``Σ_v p_ref (log p_ref − z_v) + logsumexp(z)`` with ``z`` the policy logits, which
     equals the KL because ``Σ_v p_ref = 1``; it never materialises the policy log-softmax, and
-    is the same whether the policy gives logits or log-softmax. The reference is detached.
+    is the same whether the policy gives logits or log-softmax. The reference is detached;
+    padding holds finite values.
     """
     with torch.no_grad():
         ref_logp = torch.log_softmax(side.need("ref_logits", by=by), dim=-1)
@@ -40,8 +41,12 @@ def sequence_kl(side: Side, *, by: str) -> Tensor:
         ref_neg_entropy = (ref_prob * ref_logp).sum(-1)
     logits = side.need("policy_logits", by=by)
     cross = torch.einsum("btv,btv->bt", ref_prob, logits)
-    per_token = ref_neg_entropy - cross + torch.logsumexp(logits, dim=-1)
-    return masked_sum(per_token, side.mask_float)
+    return ref_neg_entropy - cross + torch.logsumexp(logits, dim=-1)
+
+
+def sequence_kl(side: Side, *, by: str) -> Tensor:
+    """``D(y) = Σ_t m_t KL(π_ref(·|s_t) ‖ π(·|s_t))``, ``[B]`` (see :func:`token_kl`)."""
+    return masked_sum(token_kl(side, by=by), side.mask_float)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

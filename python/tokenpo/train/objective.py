@@ -22,7 +22,7 @@ from tokenpo.train.forward import Scores
 __all__ = ["Objective", "build_objective", "objective_names", "pair_logps"]
 
 _REFERENCE_FREE = frozenset({"simpo", "sft"})
-_NEEDS_LOGITS = frozenset({"tdpo"})
+_NEEDS_LOGITS = frozenset({"tdpo", "tbpo_a"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +33,7 @@ class Objective:
     loss: losses.Loss
     needs_reference: bool
     needs_logits: bool
-    """Full-vocabulary log-softmax of policy and (live) reference: tdpo."""
+    """Full-vocabulary log-softmax of policy and (live) reference: tdpo, tbpo_a."""
     needs_rejected: bool
     """Whether the rejected completions are scored at all (not for sft, which reads only the
     chosen side: leaving them out of the batch saves their forward and backward)."""

@@ -107,3 +107,13 @@ def write_model_dir(directory: Path) -> Path:
     config = {"chat_template": CHAT_TEMPLATE, "eos_token": "<|im_end|>", "bos_token": None}
     (directory / "tokenizer_config.json").write_text(json.dumps(config))
     return directory
+
+
+def empty_prepared(prepared: Path, out: Path) -> Path:
+    """A prepared directory at ``out`` with the manifest of ``prepared`` and no shards, as an
+    older prep could leave (prep now refuses to finish without a pair)."""
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    manifest["shards"] = []
+    out.mkdir(parents=True)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out

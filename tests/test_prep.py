@@ -21,7 +21,7 @@ from prep_data import (
     write_model_dir,
     write_rows,
 )
-from tokenpo import ConfigError, InputError, PrepOptions, TokenizerError
+from tokenpo import ConfigError, InputError, NoPairsError, PrepOptions, TokenizerError
 from tokenpo.data import read_shard
 
 
@@ -163,11 +163,16 @@ def test_over_length_pairs_are_cut_or_quarantined(tmp_path: Path, tokenizer_path
         chosen = tokenizer.encode(row["chosen"], add_special_tokens=False).ids
         assert prepared["chosen_ids"] == chosen[:16]  # completions keep their start
         assert prepared["truncated"] == 1 | 2 | 4
-    dropped = tokenpo.prep(
-        [source], tokenizer_path, tmp_path / "drop", PrepOptions(max_len=24, drop_over_length=True)
-    )
-    assert dropped.pairs == 0
-    assert all("over length" in record["reason"] for record in quarantine(dropped))
+    with pytest.raises(NoPairsError, match="all 5 rows read") as dropped:
+        tokenpo.prep(
+            [source],
+            tokenizer_path,
+            tmp_path / "drop",
+            PrepOptions(max_len=24, drop_over_length=True),
+        )
+    records = Path(dropped.value.quarantine).read_text().splitlines()
+    assert len(records) == 5
+    assert all("over length" in json.loads(record)["reason"] for record in records)
 
 
 def test_file_level_problems_stop_with_the_file_named(tmp_path: Path, tokenizer_path: Path):

@@ -24,7 +24,7 @@ from prep_data import (
     write_model_dir,
     write_rows,
 )
-from tokenpo import InputError, MissingDependencyError, PrepOptions
+from tokenpo import InputError, MissingDependencyError, NoPairsError, PrepOptions
 from tokenpo.data import read_shard
 
 pytestmark = [
@@ -108,6 +108,32 @@ def test_bad_jsonl_rows_are_quarantined_as_locally(tmp_path: Path, tokenizer_pat
     records = [json.loads(line) for line in manifest.quarantine.path.read_text().splitlines()]
     assert len(records) == 8
     assert [record["row"] for record in records] == [3, 6, 7, 8, 9, 10, 11, 13]
+
+
+def test_json_arrays_are_read_element_by_element_as_locally(tmp_path: Path, tokenizer_path: Path):
+    rows: list[Any] = make_pairs(120, seed=5)
+    rows[10] = "not a row"
+    rows[70]["chosen"] = None
+    array = tmp_path / "pairs.json"
+    array.write_text(json.dumps(rows, indent=2))
+    manifest = assert_same_output([array], tokenizer_path, tmp_path)
+    records = [json.loads(line) for line in manifest.quarantine.path.read_text().splitlines()]
+    assert [(record["row"], record["reason"]) for record in records] == [
+        (10, "element is not a JSON object"),
+        (70, "chosen is null"),
+    ]
+    assert manifest.pairs == 118
+
+
+def test_a_run_without_pairs_stops_as_locally(tmp_path: Path, tokenizer_path: Path):
+    source = tmp_path / "bad.jsonl"
+    source.write_text('{"prompt": "p", "chosen": null, "rejected": "x"}\n{"chosen": 1}\n')
+    with pytest.raises(NoPairsError, match="all 2 rows read") as raised:
+        tokenpo.prep([source], tokenizer_path, tmp_path / "o", engine="ray")
+    with pytest.raises(NoPairsError) as locally:
+        tokenpo.prep([source], tokenizer_path, tmp_path / "local")
+    assert str(raised.value).replace("/o/", "/local/") == str(locally.value)
+    assert len(Path(raised.value.quarantine).read_text().splitlines()) == 2
 
 
 def test_conversations_with_bad_rows_give_the_local_output(tmp_path: Path):

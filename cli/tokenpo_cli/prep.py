@@ -21,7 +21,12 @@ from tokenpo_cli.console import out, progress_bar
 
 def prep_command(
     inputs: Annotated[
-        list[Path], typer.Argument(help="Pair files or globs: .parquet, .arrow/.feather, .jsonl.")
+        list[Path],
+        typer.Argument(
+            help="Pair files or globs: .parquet, .arrow/.feather, .jsonl (JSON Lines), .json "
+            "(one JSON array of rows, each row numbered by its index, as Hugging Face datasets "
+            "reads it; else JSON Lines). Never files in --out."
+        ),
     ],
     tokenizer: Annotated[
         Path,
@@ -32,7 +37,15 @@ def prep_command(
             "BOS, chat template) and chat_template.jinja beside it are read too.",
         ),
     ],
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")],
+    out_dir: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output directory. Prep never reads its files: an input there, named or "
+            "matched by a glob, is an error (a rerun would read quarantine.jsonl back).",
+        ),
+    ],
     format: Annotated[str, typer.Option(help="Shard format: parquet or ipc.")] = "parquet",
     shard_rows: Annotated[int, typer.Option(min=1, help="Pairs per shard.")] = 100_000,
     batch_rows: Annotated[int, typer.Option(min=1, help="Rows processed together.")] = 4096,
@@ -80,6 +93,9 @@ def prep_command(
     reason) and `manifest.json`. `--engine ray` runs the same kernel on a Ray cluster and
     writes the same output. Re-running with the same arguments resumes an interrupted
     run, or does nothing if it finished.
+
+    Inputs without a single usable row stop with exit code 2, naming the files and the
+    quarantine reasons; `quarantine.jsonl` still lists every row set aside.
     """
     options = PrepOptions(
         column_map=_parse_column_map(column_map),

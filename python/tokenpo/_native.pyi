@@ -10,6 +10,7 @@ DEFAULT_MAX_EDIT_DISTANCE: int
 SOURCE_FILE_COLUMN: str
 SOURCE_ROW_COLUMN: str
 LINE_COLUMN: str
+ELEMENT_COLUMN: str
 
 class TokenDiff:
     """The diff of one pair of token sequences."""
@@ -66,7 +67,7 @@ class PrepRun:
     def fingerprint(self) -> str:
         """The run's fingerprint."""
     def input_columns(self) -> list[list[str]]:
-        """Per input file, the pair columns to ship (none for JSONL); checks each file."""
+        """Per input file, the pair columns to ship (none for JSON); checks each file."""
     def finish(
         self,
         shards_json: list[str],
@@ -75,6 +76,15 @@ class PrepRun:
         difficulty_source: str,
     ) -> str:
         """Writes ``quarantine.jsonl`` and ``manifest.json``; returns the manifest (JSON)."""
+
+class JsonRecords:
+    """The raw records of a JSON input for a read task to ship: record batches of one
+    ``large_binary`` column, ``LINE_COLUMN`` (JSON Lines) or ``ELEMENT_COLUMN`` (the
+    elements of a JSON array), every record in file order, so the ``n``th is row ``n``."""
+
+    def __init__(self, path: str, batch_rows: int) -> None: ...
+    def __iter__(self) -> JsonRecords: ...
+    def __next__(self) -> pa.RecordBatch: ...
 
 class ShippedBatchPreparer:
     """Pass 1 on a worker: shipped batches of raw rows to pairs and quarantine records."""

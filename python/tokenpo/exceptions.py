@@ -12,6 +12,7 @@ __all__ = [
     "InvalidRowError",
     "LengthMismatchError",
     "MissingDependencyError",
+    "NoPairsError",
     "SchemaError",
     "TokenizerError",
     "TokenpoError",
@@ -65,3 +66,15 @@ class LengthMismatchError(InputError):
 
 class TokenizerError(InputError):
     """The tokenizer.json or model directory cannot be loaded or used."""
+
+
+class NoPairsError(InputError):
+    """``prep`` found no pair to write: the inputs hold no rows, or every row was set aside.
+    The rows set aside, each with its reason, are in the quarantine file all the same."""
+
+    def __init__(self, message: str, *, rows_read: int, quarantine: str) -> None:
+        super().__init__(message)
+        self.rows_read = rows_read
+        """Rows read from the inputs, every one of them quarantined."""
+        self.quarantine = quarantine
+        """The quarantine file, which lists each row with its reason."""

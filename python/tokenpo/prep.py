@@ -211,8 +211,12 @@ def prep(
     write the same shards, quarantine file and manifest.
 
     Raises:
-        InputError: an input file or the tokenizer cannot be used (names the file).
-        ConfigError: an option is out of range (names the option).
+        InputError: an input file or the tokenizer cannot be used (names the file), or an
+            input lies inside ``out``.
+        NoPairsError: no pair to write: the inputs hold no rows, or every row was set aside
+            (``quarantine.jsonl`` is written all the same, with each row's reason).
+        ConfigError: an option is out of range (names the option), or a shard would hold
+            more tokens in one column than Arrow's 32-bit list offsets address.
         MissingDependencyError: ``engine="ray"`` without Ray installed.
     """
     options = options or PrepOptions()

@@ -13,7 +13,7 @@ from torch import nn
 from transformers import LlamaForCausalLM
 
 import tokenpo
-from prep_data import make_pairs, write_model_dir, write_rows
+from prep_data import empty_prepared, make_pairs, write_model_dir, write_rows
 from tokenpo.data.dataset import PairDataset
 from tokenpo.eval import PairwiseScores, pairwise_accuracy
 from tokenpo.eval.pairwise import TIE_TOLERANCE
@@ -165,10 +165,9 @@ def test_no_pairs_to_score(setup: tuple[Path, Path, Path], tmp_path: Path) -> No
     empty = PairDataset(dataset.manifest, dataset.table.slice(0, 0))
     with pytest.raises(InputError, match=f"{prepared}: no pairs to score"):
         pairwise_accuracy(load(policy_dir), empty, reference=load(reference_dir))
-    (tmp_path / "pairs.jsonl").write_text("")
-    tokenpo.prep([tmp_path / "pairs.jsonl"], reference_dir, tmp_path / "prepared")
+    empty_dir = empty_prepared(prepared, tmp_path / "prepared")
     with pytest.raises(InputError, match="prepared: the prepared directory holds no pairs"):
-        pairwise_accuracy(load(policy_dir), tmp_path / "prepared", reference=load(reference_dir))
+        pairwise_accuracy(load(policy_dir), empty_dir, reference=load(reference_dir))
 
 
 def test_a_negative_tie_tolerance(setup: tuple[Path, Path, Path]) -> None:

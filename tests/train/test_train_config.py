@@ -281,7 +281,8 @@ def test_wrong_type_names_key_expected_type_and_value(override: str, message: st
         ),
         (
             "curriculum.pacing=fast",
-            "curriculum.pacing must be one of 'none', 'linear', 'root', 'step', got 'fast'",
+            "curriculum.pacing must be one of 'none', 'sorted', 'linear', 'root', 'step', "
+            "got 'fast'",
         ),
         (
             "logging.early_stop_mode=up",

@@ -13,6 +13,7 @@ import torch
 from train_kit import TINY_GPT, losses_of, prepared, run_config
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
+from prep_data import empty_prepared
 from tiny_models import tiny_llama_config
 from tokenpo.data.collate import collate
 from tokenpo.data.dataset import PairDataset
@@ -134,15 +135,9 @@ def test_tokenizer_mismatch_is_a_clear_error(tmp_path: Path, shards: Path) -> No
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
-def test_an_empty_dataset_is_a_clear_error(tmp_path: Path) -> None:
-    raw = tmp_path / "raw.jsonl"
-    raw.write_text('{"prompt": "p", "chosen": "same", "rejected": "same"}\n')
-    import tokenpo
-    from prep_data import train_tokenizer
-
-    train_tokenizer().save(str(tmp_path / "tokenizer.json"))
-    tokenpo.prep([raw], tmp_path / "tokenizer.json", tmp_path / "shards")
-    config = load_config(run_config(tmp_path, tmp_path / "shards"))
+def test_an_empty_dataset_is_a_clear_error(tmp_path: Path, shards: Path) -> None:
+    empty = empty_prepared(shards, tmp_path / "shards")
+    config = load_config(run_config(tmp_path, empty))
     with pytest.raises(InputError, match="holds no pairs"):
         train(config)
 

@@ -1,8 +1,9 @@
 //! The crate's one error type. Every variant says where the problem is: the file
 //! (when there is one), the row and the field, so a user can find the bad input.
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use arrow_schema::{ArrowError, DataType};
 
@@ -116,6 +117,30 @@ pub enum Error {
         /// What is wrong and what is allowed.
         reason: String,
     },
+    /// The run has no pair to write: the inputs hold no rows, or every row was set aside.
+    /// The rows set aside are in the quarantine file, written before this error.
+    #[error("{}", no_pairs(*rows_read, files, reasons, quarantine))]
+    NoPairs {
+        /// Rows read from the inputs, every one of them quarantined.
+        rows_read: u64,
+        /// The input files.
+        files: Vec<PathBuf>,
+        /// How many rows were set aside for each kind of reason.
+        reasons: BTreeMap<String, u64>,
+        /// The quarantine file, which lists each row with its reason.
+        quarantine: PathBuf,
+    },
+    /// A list column of prepared pairs would hold more tokens than the 32-bit offsets of an
+    /// Arrow list address (`i32::MAX`).
+    #[error("{}", too_many_tokens(*shard, column, *tokens))]
+    TooManyTokens {
+        /// The shard being built; `None` for a batch of pass 1 shipped by another engine.
+        shard: Option<usize>,
+        /// The column.
+        column: String,
+        /// The tokens it would hold.
+        tokens: usize,
+    },
     /// An Arrow kernel failed.
     #[error("{location}: {source}")]
     Arrow {
@@ -125,4 +150,46 @@ pub enum Error {
         #[source]
         source: ArrowError,
     },
+}
+
+/// Input files shown by name in a message before the rest are counted.
+const FILES_NAMED: usize = 3;
+
+fn no_pairs(
+    rows_read: u64,
+    files: &[PathBuf],
+    reasons: &BTreeMap<String, u64>,
+    quarantine: &Path,
+) -> String {
+    let mut names: Vec<String> =
+        files.iter().take(FILES_NAMED).map(|file| file.display().to_string()).collect();
+    if files.len() > FILES_NAMED {
+        names.push(format!("{} more files", files.len() - FILES_NAMED));
+    }
+    let names = names.join(", ");
+    if rows_read == 0 {
+        return format!("no pairs to prepare: the input files hold no rows ({names})");
+    }
+    let mut counts: Vec<(&String, &u64)> = reasons.iter().collect();
+    counts.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    let counts: Vec<String> =
+        counts.iter().map(|(reason, count)| format!("{reason}: {count}")).collect();
+    format!(
+        "no pairs to prepare: all {rows_read} rows read from {names} were quarantined ({}); \
+         {} lists each row with its reason",
+        counts.join("; "),
+        quarantine.display()
+    )
+}
+
+fn too_many_tokens(shard: Option<usize>, column: &str, tokens: usize) -> String {
+    let (batch, option) = match shard {
+        Some(index) => (format!("shard {index}"), "shard_rows (pairs per shard)"),
+        None => ("a shipped batch".to_owned(), "batch_rows (rows processed together)"),
+    };
+    format!(
+        "{batch}: column '{column}' would hold {tokens} tokens, more than the {} that the \
+         32-bit offsets of an Arrow list address; lower {option}",
+        i32::MAX
+    )
 }

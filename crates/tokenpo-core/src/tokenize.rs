@@ -4,7 +4,7 @@
 //! Prompt and completions are encoded separately, so no BPE merge crosses the boundary.
 //! Completions end with the EOS token. The byte spans of completion tokens are sums of
 //! token byte lengths when the tokenizer is byte-level (`byte_spans`), else the offsets
-//! the tokenizer tracks.
+//! the tokenizer tracks. A panic inside either library becomes the row's error (`panics`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -18,8 +18,10 @@ use crate::error::{Error, Result};
 use crate::io::checksum::sha256_hex;
 use crate::pair::Message;
 use byte_spans::TokenByteLengths;
+use panics::catch_panic;
 
 mod byte_spans;
+mod panics;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -87,8 +89,15 @@ impl PairTokenizer {
         let config_file = directory.map(|dir| dir.join("tokenizer_config.json"));
         let bytes =
             fs::read(&tokenizer_file).map_err(|error| tokenizer_error(&tokenizer_file, &error))?;
-        let tokenizer = Tokenizer::from_bytes(&bytes)
+        let mut tokenizer = Tokenizer::from_bytes(&bytes)
             .map_err(|error| tokenizer_error(&tokenizer_file, &*error))?;
+        // A tokenizer.json may carry truncation and padding settings; applied here they would
+        // cut or pad every row silently. Prep sets its own limits (over-length rows are
+        // quarantined), and transformers leaves them off unless a call asks for them.
+        tokenizer
+            .with_truncation(None)
+            .map_err(|error| tokenizer_error(&tokenizer_file, &*error))?;
+        tokenizer.with_padding(None);
         let config = match config_file.filter(|file| file.is_file()) {
             Some(file) => Some(read_config(&file)?),
             None => None,
@@ -234,10 +243,9 @@ impl PairTokenizer {
         text: &str,
         add_special_tokens: bool,
     ) -> std::result::Result<Vec<u32>, String> {
-        let encoding = self
-            .tokenizer
-            .encode_fast(text, add_special_tokens)
-            .map_err(|error| error.to_string())?;
+        let encoding =
+            catch_panic("tokenizer", || self.tokenizer.encode_fast(text, add_special_tokens))?
+                .map_err(|error| error.to_string())?;
         Ok(encoding.get_ids().to_vec())
     }
 
@@ -254,7 +262,8 @@ impl PairTokenizer {
 
     /// Encodes without special tokens, the tokenizer tracking the offsets.
     fn encode_tracking_offsets(&self, text: &str) -> std::result::Result<Encoded, String> {
-        let encoding = self.tokenizer.encode(text, false).map_err(|error| error.to_string())?;
+        let encoding = catch_panic("tokenizer", || self.tokenizer.encode(text, false))?
+            .map_err(|error| error.to_string())?;
         Ok(Encoded { ids: encoding.get_ids().to_vec(), offsets: encoding.get_offsets().to_vec() })
     }
 }
@@ -309,14 +318,15 @@ impl ChatTemplate {
         add_generation_prompt: bool,
     ) -> std::result::Result<String, String> {
         let template = self.environment.get_template("chat").map_err(|error| error.to_string())?;
-        template
-            .render(context! {
+        catch_panic("chat template", || {
+            template.render(context! {
                 messages => minijinja::Value::from(minijinja::value::Serde(messages)),
                 add_generation_prompt => add_generation_prompt,
                 bos_token => &self.bos_token,
                 eos_token => &self.eos_token,
             })
-            .map_err(|error| format!("chat template failed: {error}"))
+        })?
+        .map_err(|error| format!("chat template failed: {error}"))
     }
 }
 

@@ -47,7 +47,12 @@ fn to_python(py: Python<'_>, error: &Error) -> PyResult<PyErr> {
             kwargs.set_item("file", file.display().to_string())?;
             "TokenizerError"
         }
-        Error::Config { .. } => "ConfigError",
+        Error::NoPairs { rows_read, quarantine, .. } => {
+            kwargs.set_item("rows_read", *rows_read)?;
+            kwargs.set_item("quarantine", quarantine.display().to_string())?;
+            "NoPairsError"
+        }
+        Error::Config { .. } | Error::TooManyTokens { .. } => "ConfigError",
         Error::Arrow { .. } => "TokenpoError",
     };
     let class = py.import("tokenpo.exceptions")?.getattr(class_name)?;

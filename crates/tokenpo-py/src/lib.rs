@@ -26,10 +26,12 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(prep::token_class_name, module)?)?;
     module.add_class::<prep_units::PrepRun>()?;
     module.add_class::<prep_units::ShippedBatchPreparer>()?;
+    module.add_class::<prep_units::JsonRecords>()?;
     module.add_function(wrap_pyfunction!(prep_units::difficulty_scale, module)?)?;
     module.add_function(wrap_pyfunction!(prep_units::finish_shard, module)?)?;
     module.add("SOURCE_FILE_COLUMN", tokenpo_core::io::input::SOURCE_FILE_COLUMN)?;
     module.add("SOURCE_ROW_COLUMN", tokenpo_core::io::input::SOURCE_ROW_COLUMN)?;
     module.add("LINE_COLUMN", tokenpo_core::io::input::LINE_COLUMN)?;
+    module.add("ELEMENT_COLUMN", tokenpo_core::io::input::ELEMENT_COLUMN)?;
     Ok(())
 }

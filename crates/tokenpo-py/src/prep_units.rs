@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3_arrow::{PyArray, PyRecordBatch};
 use tokenpo_core::difficulty::{DifficultyKey, DifficultySource, RankScale};
 use tokenpo_core::importance::DocumentFrequency;
-use tokenpo_core::io::input::{ColumnMap, input_columns};
+use tokenpo_core::io::input::{ColumnMap, JsonRecordBatches, input_columns, json_record_batches};
 use tokenpo_core::io::manifest::ShardRecord;
 use tokenpo_core::io::quarantine::quarantined_rows;
 use tokenpo_core::pipeline::{
@@ -120,6 +120,44 @@ impl PrepRun {
         match &self.planned {
             Planned::ToDo(run) => Some(run),
             Planned::Done(_) => None,
+        }
+    }
+}
+
+/// The raw records of a JSON input (`.json`, `.jsonl`, `.ndjson`) for a read task to
+/// ship: record batches of one `large_binary` column, `LINE_COLUMN` (JSON Lines) or
+/// `ELEMENT_COLUMN` (the elements of a JSON array), every record in file order, so the
+/// `n`th is row `n`. Read as the local engine reads the file; a file that cannot be read
+/// further raises `InputError`.
+#[pyclass(module = "tokenpo._native")]
+pub struct JsonRecords {
+    batches: JsonRecordBatches,
+}
+
+#[pymethods]
+impl JsonRecords {
+    #[new]
+    #[expect(clippy::needless_pass_by_value, reason = "pyo3 extracts arguments as owned values")]
+    fn new(py: Python<'_>, path: PathBuf, batch_rows: usize) -> PyResult<Self> {
+        let batches = py.detach(|| json_record_batches(&path, batch_rows)).map_err(NativeError)?;
+        Ok(Self { batches })
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(
+        mut slf: PyRefMut<'py, Self>,
+        py: Python<'py>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let batches = &mut slf.batches;
+        match py.detach(|| batches.next()) {
+            Some(batch) => {
+                let batch = batch.map_err(NativeError)?;
+                Ok(Some(PyRecordBatch::new(batch).into_pyarrow(py)?))
+            }
+            None => Ok(None),
         }
     }
 }

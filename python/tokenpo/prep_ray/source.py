@@ -1,10 +1,12 @@
 """Ray Data reads prep's inputs: one read task per row group of a parquet file and per
 other input file, streaming blocks of rows.
 
-A block holds the file's pair columns (parquet, Arrow IPC) or its raw lines (JSONL), plus
-each row's file index and row number, counted as the local readers count them (JSONL:
-the physical line, blank lines included). The workers turn blocks back into rows with
-the same Rust code as the local engine, so both keep and quarantine the same rows.
+A block holds the file's pair columns (parquet, Arrow IPC) or its raw records (JSON: the
+lines of JSON Lines, or the elements of a JSON array, read by the Rust reader), plus each
+row's file index and row number, counted as the local readers count them (JSON Lines: the
+physical line, blank lines included; a JSON array: the element's index). The workers turn
+blocks back into rows with the same Rust code as the local engine, so both keep and
+quarantine the same rows.
 """
 
 from __future__ import annotations
@@ -24,13 +26,12 @@ from tokenpo import _native
 
 __all__ = ["InputFiles"]
 
-_UTF8_BOM = b"\xef\xbb\xbf"
 _IPC_FILE_MAGIC = b"ARROW1"
 
 
 class InputFiles(Datasource):
     """The input files of a run, in reading order, each with the pair columns to read
-    (none for JSONL, whose lines are shipped whole), cut into pieces of one read task each:
+    (none for JSON, whose records are shipped whole), cut into pieces of one read task each:
     a parquet file's row groups, any other file whole."""
 
     def __init__(self, files: list[Path], columns: list[list[str]], batch_rows: int) -> None:
@@ -131,7 +132,7 @@ class _Piece:
                 batch_size=self.batch_rows, row_groups=[self.row_group], columns=self.columns
             )
         elif self.path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
-            yield from _jsonl_lines(self.path, self.batch_rows)
+            yield from _native.JsonRecords(str(self.path), self.batch_rows)
         else:
             yield from _ipc_batches(self.path, self.columns)
 
@@ -143,23 +144,6 @@ def _with_sources(batch: pa.RecordBatch, file_index: int, first_row: int) -> pa.
     table = table.append_column(_native.SOURCE_FILE_COLUMN, pa.array(files))
     numbers = np.arange(first_row, first_row + rows, dtype=np.uint64)
     return table.append_column(_native.SOURCE_ROW_COLUMN, pa.array(numbers))
-
-
-def _jsonl_lines(path: Path, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """The file's lines, blank ones included so that row numbers are line numbers."""
-    with path.open("rb") as file:
-        lines: list[bytes] = []
-        for number, line in enumerate(file):
-            lines.append(line.removeprefix(_UTF8_BOM) if number == 0 else line)
-            if len(lines) == batch_rows:
-                yield _lines_batch(lines)
-                lines = []
-        if lines:
-            yield _lines_batch(lines)
-
-
-def _lines_batch(lines: list[bytes]) -> pa.RecordBatch:
-    return pa.record_batch([pa.array(lines, pa.binary())], names=[_native.LINE_COLUMN])
 
 
 def _ipc_batches(path: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:

@@ -6,12 +6,12 @@ use std::io::{BufWriter, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::builder::{ListBuilder, PrimitiveBuilder};
 use arrow_array::types::{ArrowPrimitiveType, UInt8Type, UInt32Type};
 use arrow_array::{
-    ArrayRef, BooleanArray, Float32Array, Float64Array, RecordBatch, StringArray, UInt8Array,
-    UInt32Array, UInt64Array,
+    ArrayRef, BooleanArray, Float32Array, Float64Array, ListArray, PrimitiveArray, RecordBatch,
+    StringArray, UInt8Array, UInt32Array, UInt64Array,
 };
+use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_ipc::reader::FileReader;
 use arrow_ipc::writer::FileWriter;
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
@@ -77,22 +77,28 @@ pub fn prepared_schema() -> SchemaRef {
     ]))
 }
 
-/// Builds one record batch of the [`prepared_schema`] from prepared pairs.
-pub fn prepared_batch(pairs: &[PreparedPair]) -> Result<RecordBatch> {
-    let ids = |pick: fn(&PreparedPair) -> &[u32]| list_column::<UInt32Type>(pairs, pick);
-    let bytes = |pick: fn(&PreparedPair) -> &[u8]| list_column::<UInt8Type>(pairs, pick);
+/// Builds one record batch of the [`prepared_schema`] from prepared pairs: those of shard
+/// number `shard`, or (`None`) a batch of pass 1 shipped by another engine. A list column
+/// over `i32::MAX` tokens is an [`Error::TooManyTokens`] naming the shard.
+pub fn prepared_batch(pairs: &[PreparedPair], shard: Option<usize>) -> Result<RecordBatch> {
+    let ids = |column: &str, pick: fn(&PreparedPair) -> &[u32]| {
+        list_column::<UInt32Type>(pairs, pick, shard, column)
+    };
+    let bytes = |column: &str, pick: fn(&PreparedPair) -> &[u8]| {
+        list_column::<UInt8Type>(pairs, pick, shard, column)
+    };
     let figure = |pick: fn(&PreparedPair) -> u32| -> ArrayRef {
         Arc::new(UInt32Array::from_iter_values(pairs.iter().map(pick)))
     };
     let columns: Vec<ArrayRef> = vec![
         Arc::new(pairs.iter().map(|p| Some(p.pair_id.as_str())).collect::<StringArray>()),
-        ids(|p| &p.prompt_ids),
-        ids(|p| &p.chosen.ids),
-        ids(|p| &p.rejected.ids),
-        bytes(|p| &p.chosen.diff),
-        bytes(|p| &p.rejected.diff),
-        bytes(|p| &p.chosen.class),
-        bytes(|p| &p.rejected.class),
+        ids("prompt_ids", |p| &p.prompt_ids)?,
+        ids("chosen_ids", |p| &p.chosen.ids)?,
+        ids("rejected_ids", |p| &p.rejected.ids)?,
+        bytes("chosen_diff", |p| &p.chosen.diff)?,
+        bytes("rejected_diff", |p| &p.rejected.diff)?,
+        bytes("chosen_class", |p| &p.chosen.class)?,
+        bytes("rejected_class", |p| &p.rejected.class)?,
         figure(|p| p.stats.edit_distance),
         figure(|p| p.stats.lcs_len),
         figure(|p| p.stats.shared_prefix_len),
@@ -115,18 +121,45 @@ pub fn prepared_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Arr
     })
 }
 
+/// The list column `column` of `pairs`, checked to fit 32-bit offsets (see [`list_offsets`]).
 fn list_column<T: ArrowPrimitiveType>(
     pairs: &[PreparedPair],
     pick: fn(&PreparedPair) -> &[T::Native],
-) -> ArrayRef {
-    let total = pairs.iter().map(|pair| pick(pair).len()).sum();
-    let mut builder =
-        ListBuilder::with_capacity(PrimitiveBuilder::<T>::with_capacity(total), pairs.len());
+    shard: Option<usize>,
+    column: &str,
+) -> Result<ArrayRef> {
+    let offsets = list_offsets(pairs.iter().map(|pair| pick(pair).len()), shard, column)?;
+    let mut values = Vec::with_capacity(offsets.last().map_or(0, |&end| end as usize));
     for pair in pairs {
-        builder.values().append_slice(pick(pair));
-        builder.append(true);
+        values.extend_from_slice(pick(pair));
     }
-    Arc::new(builder.finish())
+    let values = PrimitiveArray::<T>::new(ScalarBuffer::from(values), None);
+    let item = Arc::new(Field::new_list_field(T::DATA_TYPE, true));
+    let list = ListArray::try_new(item, offsets, Arc::new(values), None).map_err(arrow_error)?;
+    Ok(Arc::new(list))
+}
+
+/// The 32-bit offsets of a list column (Arrow's `List`, as the shards hold token lists)
+/// whose rows have `lengths` items. More than `i32::MAX` items in all do not fit: an
+/// [`Error::TooManyTokens`] naming `shard` (see [`prepared_batch`]) and `column`.
+pub fn list_offsets(
+    lengths: impl IntoIterator<Item = usize>,
+    shard: Option<usize>,
+    column: &str,
+) -> Result<OffsetBuffer<i32>> {
+    let mut lengths = lengths.into_iter();
+    let mut offsets = Vec::with_capacity(lengths.size_hint().0 + 1);
+    offsets.push(0_i32);
+    let mut total = 0_usize;
+    while let Some(length) = lengths.next() {
+        total = total.saturating_add(length);
+        let Ok(end) = i32::try_from(total) else {
+            let tokens = lengths.fold(total, usize::saturating_add);
+            return Err(Error::TooManyTokens { shard, column: column.to_owned(), tokens });
+        };
+        offsets.push(end);
+    }
+    Ok(OffsetBuffer::new(ScalarBuffer::from(offsets)))
 }
 
 /// Writes `batch` to `path` in `format` through a temporary file renamed at the end, so a
@@ -295,6 +328,58 @@ mod tests {
             Arc::new(Int32Array::from(vec![1, 2, 3])),
         ];
         RecordBatch::try_new(Arc::new(schema), columns).unwrap()
+    }
+
+    #[test]
+    fn list_offsets_past_i32_are_an_error_naming_the_shard_and_column() {
+        let offsets = list_offsets([2, 0, 3], Some(4), "chosen_ids").unwrap();
+        assert_eq!(offsets.as_ref(), [0, 2, 2, 5]);
+        let fits = list_offsets([i32::MAX as usize - 1, 1], Some(4), "chosen_ids").unwrap();
+        assert_eq!(fits.last(), Some(&i32::MAX));
+        let over = [i32::MAX as usize - 1, 1, 1, 5];
+        let error = list_offsets(over, Some(4), "chosen_ids").unwrap_err();
+        let tokens = i32::MAX as usize + 6;
+        assert!(
+            matches!(
+                &error,
+                Error::TooManyTokens { shard: Some(4), column, tokens: found }
+                    if column == "chosen_ids" && *found == tokens
+            ),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "shard 4: column 'chosen_ids' would hold {tokens} tokens, more than the \
+                 2147483647 that the 32-bit offsets of an Arrow list address; lower shard_rows \
+                 (pairs per shard)"
+            )
+        );
+        let shipped = list_offsets(over, None, "prompt_ids").unwrap_err().to_string();
+        assert!(shipped.starts_with("a shipped batch: column 'prompt_ids'"), "{shipped}");
+        assert!(shipped.ends_with("lower batch_rows (rows processed together)"), "{shipped}");
+    }
+
+    #[test]
+    fn prepared_batches_hold_the_token_lists_of_their_pairs() {
+        let pair = |ids: Vec<u32>| PreparedPair {
+            chosen: crate::prepare::PreparedSide { diff: vec![1; ids.len()], ids, class: vec![] },
+            ..PreparedPair::default()
+        };
+        let batch = prepared_batch(&[pair(vec![3, 4]), pair(vec![]), pair(vec![5])], Some(0));
+        let batch = batch.unwrap();
+        let chosen = prepared_column(&batch, "chosen_ids").unwrap();
+        let mut builder =
+            arrow_array::builder::ListBuilder::new(arrow_array::builder::PrimitiveBuilder::<
+                UInt32Type,
+            >::new());
+        for ids in [&[3, 4][..], &[], &[5]] {
+            builder.values().append_slice(ids);
+            builder.append(true);
+        }
+        let built: ArrayRef = Arc::new(builder.finish());
+        assert_eq!(chosen, &built);
+        assert_eq!(batch.schema(), prepared_schema());
     }
 
     #[test]

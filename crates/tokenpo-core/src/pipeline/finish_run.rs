@@ -25,6 +25,11 @@ pub struct Written {
 }
 
 /// Writes the quarantine file, then the manifest, and returns the manifest.
+///
+/// A run without a single pair (inputs without rows, or every row set aside) writes the
+/// quarantine file but no manifest, and is an [`Error::NoPairs`] that says how many rows
+/// were read from which files and points to the quarantine file: an empty output is
+/// always a mistake in the inputs or the options, never a result to train on.
 pub fn finish_run(
     run: &Run,
     config: &PrepConfig,
@@ -34,6 +39,15 @@ pub fn finish_run(
     let Written { shards, sums, mut quarantined, difficulty_source } = written;
     quarantined.sort_by_key(|record| record.source);
     let quarantine = write_quarantine(&quarantined, out, &run.inputs)?;
+    let summary = summary(&sums, &quarantined);
+    if summary.pairs == 0 {
+        return Err(Error::NoPairs {
+            rows_read: summary.rows_read,
+            files: run.inputs.iter().map(|input| input.path.clone()).collect(),
+            reasons: summary.quarantined,
+            quarantine: out.join(&quarantine.path),
+        });
+    }
     let manifest = Manifest {
         schema_version: SCHEMA_VERSION,
         fingerprint: run.fingerprint.clone(),
@@ -48,7 +62,7 @@ pub fn finish_run(
         difficulty_source,
         inputs: run.inputs.clone(),
         shards,
-        summary: summary(&sums, &quarantined),
+        summary,
         quarantine,
     };
     manifest.write(out)?;

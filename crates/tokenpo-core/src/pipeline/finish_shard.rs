@@ -10,7 +10,6 @@ use std::sync::Arc;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type, UInt8Type, UInt32Type};
 use arrow_array::{ArrayRef, Float32Array, ListArray, RecordBatch};
-use arrow_buffer::OffsetBuffer;
 use arrow_schema::{DataType, Field, Schema};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -20,7 +19,9 @@ use crate::difficulty::{DifficultySource, RankScale};
 use crate::error::{Error, Location, Result};
 use crate::importance::{DocumentFrequency, ImportanceConfig, token_weights};
 use crate::io::manifest::{SCHEMA_VERSION, ShardRecord};
-use crate::io::shard::{digest_file, prepared_column, read_shard_columns, write_atomically};
+use crate::io::shard::{
+    digest_file, list_offsets, prepared_column, read_shard_columns, write_atomically,
+};
 use crate::token_lists::list_rows;
 
 /// Schema metadata key holding the run's fingerprint, so a shard is only reused by the
@@ -121,7 +122,12 @@ impl ShardSums {
     /// The sums over a batch of prepared pairs.
     pub fn of(batch: &RecordBatch) -> Result<Self> {
         let tokens = |name: &str| -> Result<u64> {
-            let list = prepared_column(batch, name)?.as_list::<i32>();
+            let column = prepared_column(batch, name)?;
+            let list = column.as_list_opt::<i32>().ok_or_else(|| Error::Schema {
+                location: Location::field(name),
+                expected: "a list column (32-bit offsets)".into(),
+                found: column.data_type().clone(),
+            })?;
             let offsets = list.value_offsets();
             Ok(offsets.last().map_or(0, |&end| end as u64)
                 - offsets.first().map_or(0, |&start| start as u64))
@@ -166,7 +172,7 @@ pub fn write_shard(
     let name = PathBuf::from(format!("shard-{index:05}.{}", config.format.extension()));
     let path = out.join(&name);
     if !is_complete(&path, sums.pairs, fingerprint) {
-        let batch = final_batch(prepared, weighting, fingerprint)?;
+        let batch = final_batch(prepared, index, weighting, fingerprint)?;
         write_atomically(&batch, &path, config.format)?;
     }
     let record = ShardRecord { path: name, rows: sums.pairs, digest: digest_file(&path)? };
@@ -176,12 +182,13 @@ pub fn write_shard(
 /// The prepared columns plus weights and difficulty, in the final column order.
 fn final_batch(
     prepared: &RecordBatch,
+    index: usize,
     weighting: &Weighting<'_>,
     fingerprint: &str,
 ) -> Result<RecordBatch> {
     let mut computed: HashMap<&str, ArrayRef> = HashMap::new();
-    computed.insert("chosen_weight", weight_column(prepared, "chosen", weighting)?);
-    computed.insert("rejected_weight", weight_column(prepared, "rejected", weighting)?);
+    computed.insert("chosen_weight", weight_column(prepared, index, "chosen", weighting)?);
+    computed.insert("rejected_weight", weight_column(prepared, index, "rejected", weighting)?);
     computed.insert("difficulty", difficulty_column(prepared, weighting)?);
     let mut fields = Vec::with_capacity(FINAL_COLUMNS.len());
     let mut columns = Vec::with_capacity(FINAL_COLUMNS.len());
@@ -205,6 +212,7 @@ fn final_batch(
 
 fn weight_column(
     prepared: &RecordBatch,
+    index: usize,
     side: &str,
     weighting: &Weighting<'_>,
 ) -> Result<ArrayRef> {
@@ -227,7 +235,8 @@ fn weight_column(
             )
         })
         .collect();
-    let offsets = OffsetBuffer::<i32>::from_lengths(weights.iter().map(Vec::len));
+    let offsets =
+        list_offsets(weights.iter().map(Vec::len), Some(index), &format!("{side}_weight"))?;
     let values = Float32Array::from(weights.concat());
     let item = Arc::new(Field::new_list_field(DataType::Float32, true));
     Ok(Arc::new(ListArray::new(item, offsets, Arc::new(values), None)))

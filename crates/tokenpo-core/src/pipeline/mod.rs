@@ -22,6 +22,9 @@ mod prepare_batch;
 mod tokenize_pass;
 mod write_pass;
 
+#[cfg(test)]
+mod tests;
+
 pub use finish_run::{Written, finish_run};
 pub use finish_shard::{DIFFICULTY_KEY_COLUMNS, DifficultyKeys, ShardSums, Weighting, write_shard};
 pub use prepare_batch::{PreparedBatch, batch_frequencies, prepare_rows, prepare_shipped};
@@ -45,8 +48,10 @@ use crate::tokenize::PairTokenizer;
 /// Bumped whenever prep writes other shards from the same inputs, config and tokenizer, so
 /// that an output directory of an older prep is not taken for finished (2: ties in the score
 /// margin broken by token separation; 3: message roles checked, lines of Unicode whitespace
-/// and infinite score margins quarantined, quarantine reasons that name the longer side).
-const PREP_VERSION: u32 = 3;
+/// and infinite score margins quarantined, quarantine reasons that name the longer side;
+/// 4: a `.json` array's elements read as rows, rows on which the tokenizer or the chat
+/// template panics quarantined, and a run without pairs an error, not an empty output).
+const PREP_VERSION: u32 = 4;
 
 /// Everything that shapes the output of `prep`; recorded in the manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -186,7 +191,7 @@ impl Run {
         config: &PrepConfig,
     ) -> Result<Planned> {
         config.validate()?;
-        let files = expand_inputs(inputs)?;
+        let files = expand_inputs(inputs, out)?;
         let tokenizer = PairTokenizer::load(tokenizer, config.eos_token.as_deref())?;
         let inputs: Vec<FileRecord> = files
             .iter()

@@ -111,7 +111,7 @@ pub fn prepare_shipped(
         }
     }
     Ok(PreparedBatch {
-        pairs: prepared_batch(&pairs)?,
+        pairs: prepared_batch(&pairs, None)?,
         quarantined: quarantine_batch(&quarantined)?,
     })
 }

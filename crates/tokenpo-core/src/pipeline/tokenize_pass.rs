@@ -146,7 +146,11 @@ impl PartBuilder {
     fn finish(self, work: &Path, end: Option<RowSource>) -> Result<Part> {
         let data = work.join(format!("part-{:05}.arrow", self.index));
         if !self.pairs.is_empty() {
-            write_atomically(&prepared_batch(&self.pairs)?, &data, ShardFormat::Ipc)?;
+            write_atomically(
+                &prepared_batch(&self.pairs, Some(self.index))?,
+                &data,
+                ShardFormat::Ipc,
+            )?;
         }
         let last = self.pairs.last().map(|pair| pair.source);
         let end = end

@@ -122,6 +122,36 @@ fn message_roles_are_checked_and_named() {
     assert!(render(&fine, &tokenizer).unwrap().is_ok());
 }
 
+/// The tokenizer of [`model_dir`], its tokenizer.json set to truncate to 3 tokens.
+fn tokenizer_saved_with_truncation() -> PairTokenizer {
+    let dir = model_dir(&[("tokenizer_config.json", &config(&json!({})))]);
+    let file = dir.path().join("tokenizer.json");
+    let mut saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    saved["truncation"] =
+        json!({"direction": "Right", "max_length": 3, "strategy": "LongestFirst", "stride": 0});
+    saved["padding"] = json!({"strategy": {"Fixed": 16}, "direction": "Right", "pad_to_multiple_of": null, "pad_id": 0, "pad_type_id": 0, "pad_token": "a"});
+    std::fs::write(&file, saved.to_string()).unwrap();
+    PairTokenizer::load(dir.path(), None).unwrap()
+}
+
+#[test]
+fn truncation_and_padding_saved_in_tokenizer_json_cut_and_pad_nothing() {
+    let prep_config = crate::pipeline::PrepConfig::default();
+    let prepare = |tokenizer: &PairTokenizer| {
+        let rows = vec![Ok(text("a b c a b", "a b c a b c", "b"))];
+        let outcomes =
+            crate::pipeline::prepare_rows(rows, tokenizer, &mut PromptCache::new(), &prep_config)
+                .unwrap();
+        let pair = outcomes.into_iter().next().unwrap().unwrap();
+        (pair.prompt_ids, pair.chosen.ids, pair.rejected.ids)
+    };
+    let plain = model_dir(&[("tokenizer_config.json", &config(&json!({})))]);
+    let expected = prepare(&PairTokenizer::load(plain.path(), None).unwrap());
+    assert!(expected.0.len() > 3 && expected.1.len() > 3, "{expected:?}");
+    assert_eq!(prepare(&tokenizer_saved_with_truncation()), expected);
+}
+
 #[test]
 fn pairs_identical_only_after_truncation_say_so() {
     let pair = text("a", "a b c x", "a b c y");

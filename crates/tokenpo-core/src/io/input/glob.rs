@@ -11,12 +11,26 @@ use crate::error::{Error, Result};
 /// characters) or `?` (one character), such as `data/*.parquet`; its directory part is
 /// taken literally. As in a shell, a wildcard does not match a leading `.`. A pattern
 /// that names no file is an [`Error::File`] naming it.
-pub fn expand_inputs(patterns: &[PathBuf]) -> Result<Vec<PathBuf>> {
+///
+/// Prep never reads the files of `out`, its output directory: a rerun would read the
+/// run's own `quarantine.jsonl` or shards back as input. A pattern's matches all lie in
+/// its one directory, so leaving those out would leave the pattern empty: a pattern that
+/// names files in `out`, by name or by wildcard, is an [`Error::File`] saying so. (Prep
+/// writes nothing in the subdirectories of `out` that a pattern can name.)
+pub fn expand_inputs(patterns: &[PathBuf], out: &Path) -> Result<Vec<PathBuf>> {
+    // Resolved, as `../out` or a link to it is the same directory; one not made yet holds
+    // no input.
+    let out = if out.is_dir() { Some(canonical(out)?) } else { None };
     let mut files = Vec::new();
     for pattern in patterns {
         let matched = expand_one(pattern)?;
         if matched.is_empty() {
             return Err(Error::File { file: pattern.clone(), reason: "no file matches".into() });
+        }
+        if let Some(out) = &out {
+            if canonical(directory_of(pattern))? == *out {
+                return Err(inside_output(pattern, out, matched.len()));
+            }
         }
         files.extend(matched);
     }
@@ -25,15 +39,50 @@ pub fn expand_inputs(patterns: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+fn inside_output(pattern: &Path, out: &Path, matched: usize) -> Error {
+    let out = out.display();
+    let reason = if is_pattern(pattern) {
+        let files = if matched == 1 { "file" } else { "files" };
+        format!(
+            "matches {matched} {files} in the output directory {out}, whose files prep writes \
+             and never reads (a rerun would read its own quarantine.jsonl back); keep the \
+             output directory apart from the inputs"
+        )
+    } else {
+        format!(
+            "is in the output directory {out}, whose files prep writes and never reads; keep \
+             the output directory apart from the inputs"
+        )
+    };
+    Error::File { file: pattern.to_owned(), reason }
+}
+
+/// The directory a pattern's files are in (where their entries are: a link to a file
+/// elsewhere counts where it lies).
+fn directory_of(pattern: &Path) -> &Path {
+    match pattern.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+fn canonical(directory: &Path) -> Result<PathBuf> {
+    fs::canonicalize(directory).map_err(|error| Error::io(directory, &error))
+}
+
+fn is_pattern(pattern: &Path) -> bool {
+    pattern.file_name().and_then(|name| name.to_str()).is_some_and(|name| name.contains(['*', '?']))
+}
+
 fn expand_one(pattern: &Path) -> Result<Vec<PathBuf>> {
     let Some(name) = pattern.file_name().and_then(|name| name.to_str()) else {
         return literal(pattern);
     };
-    if !name.contains(['*', '?']) {
+    if !is_pattern(pattern) {
         return literal(pattern);
     }
     let parent = pattern.parent().unwrap_or(Path::new(""));
-    let directory = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+    let directory = directory_of(pattern);
     let entries = fs::read_dir(directory).map_err(|error| Error::io(directory, &error))?;
     let mut matched = Vec::new();
     for entry in entries {

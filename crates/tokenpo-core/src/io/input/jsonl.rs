@@ -1,76 +1,53 @@
-//! JSONL files (one JSON object per line) as streams of rows, read line by line.
-//!
-//! Rows are numbered by physical line from 0, blank lines included (they are skipped,
-//! not rows), so row `r` of a quarantine record is line `r + 1` in an editor.
+//! JSON inputs as streams of rows: each record of [`JsonRecords`] (a line of JSON Lines,
+//! or an element of a JSON array) parsed into a row, one record in memory at a time.
 
 use std::collections::BTreeSet;
-use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{Map, Value};
 
+use super::InputFormat;
 use super::columns::{Column, ColumnMap};
 use super::file_error;
+use super::json_records::{JsonLayout, JsonRecords, is_json_whitespace};
 use super::row::{Reason, RowFields, Slot, assemble, malformed_message, message};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::pair::{Message, Quarantined, RowOutcome, RowSource, Turns};
 
-/// The UTF-8 byte order mark some editors write at the start of a file.
-const BYTE_ORDER_MARK: &[u8] = b"\xEF\xBB\xBF";
-/// Read buffer: lines are read from it one at a time.
-const BUFFER_BYTES: usize = 1 << 16;
 /// How many objects at the start of a file are checked for the required columns.
 const PEEKED_OBJECTS: usize = 100;
 
-/// The rows of a JSONL file, one line in memory at a time.
-pub(super) struct JsonlRows {
-    path: PathBuf,
+/// The rows of a JSON input.
+pub(super) struct JsonRows {
+    records: JsonRecords,
     map: ColumnMap,
-    reader: BufReader<File>,
-    line: Vec<u8>,
-    /// Where the next line is in the file.
-    next: RowSource,
+    file_index: u32,
 }
 
-impl JsonlRows {
-    /// Opens a JSONL file. A file whose first character is `[` (one JSON array, not one
-    /// object per line) is an error, and so is one whose first objects all lack a required
-    /// column (a wrong column map, most likely): see [`check_required_columns`].
-    pub(super) fn open(path: &Path, file_index: u32, map: &ColumnMap) -> Result<Self> {
-        check_required_columns(path, map)?;
-        let file = File::open(path).map_err(|error| Error::io(path, &error))?;
-        let mut reader = BufReader::with_capacity(BUFFER_BYTES, file);
-        let start = reader.fill_buf().map_err(|error| Error::io(path, &error))?;
-        let bom = if start.starts_with(BYTE_ORDER_MARK) { BYTE_ORDER_MARK.len() } else { 0 };
-        if start[bom..].iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'[') {
-            return Err(file_error(
-                path,
-                "holds a JSON array; expected JSON Lines, one object per line".into(),
-            ));
-        }
-        reader.consume(bom);
-        Ok(Self {
-            path: path.to_owned(),
-            map: map.clone(),
-            reader,
-            line: Vec::new(),
-            next: RowSource { file: file_index, row: 0 },
-        })
+impl JsonRows {
+    /// Opens a JSON input of `format` (see [`JsonRecords::open`]). One whose first objects
+    /// all lack a required column (a wrong column map, most likely) is an error: see
+    /// [`check_required_columns`].
+    pub(super) fn open(
+        path: &Path,
+        format: InputFormat,
+        file_index: u32,
+        map: &ColumnMap,
+    ) -> Result<Self> {
+        check_required_columns(path, format, map)?;
+        Ok(Self { records: JsonRecords::open(path, format)?, map: map.clone(), file_index })
     }
 
     /// The next row, `None` at the end, or an error when the file cannot be read further.
     pub(super) fn next_row(&mut self) -> Option<Result<RowOutcome>> {
+        let layout = self.records.layout();
         loop {
-            self.line.clear();
-            match self.reader.read_until(b'\n', &mut self.line) {
-                Ok(0) => return None,
-                Ok(_) => {}
-                Err(error) => return Some(Err(Error::io(&self.path, &error))),
-            }
-            let source = self.next;
-            self.next.row += 1;
-            if let Some(outcome) = parse_line(&self.line, source, &self.map) {
+            let (row, record) = match self.records.next_record()? {
+                Ok(record) => record,
+                Err(error) => return Some(Err(error)),
+            };
+            let source = RowSource { file: self.file_index, row };
+            if let Some(outcome) = parse_record(record, layout, source, &self.map) {
                 return Some(Ok(outcome));
             }
         }
@@ -80,20 +57,18 @@ impl JsonlRows {
 /// Fails when none of the first [`PEEKED_OBJECTS`] objects of the file has a required
 /// column, naming the column and listing the keys found, as the Arrow readers do from
 /// the schema. A row that lacks one while others have it is only quarantined.
-fn check_required_columns(path: &Path, map: &ColumnMap) -> Result<()> {
-    let file = File::open(path).map_err(|error| Error::io(path, &error))?;
-    let objects: Vec<Map<String, Value>> = BufReader::with_capacity(BUFFER_BYTES, file)
-        .split(b'\n')
-        .map_while(std::result::Result::ok)
-        .filter_map(|line| {
-            let line = line.strip_prefix(BYTE_ORDER_MARK).unwrap_or(&line);
-            match serde_json::from_slice(line) {
-                Ok(Value::Object(object)) => Some(object),
-                _ => None,
+fn check_required_columns(path: &Path, format: InputFormat, map: &ColumnMap) -> Result<()> {
+    let mut records = JsonRecords::open(path, format)?;
+    let mut objects: Vec<Map<String, Value>> = Vec::new();
+    // A record that cannot be read ends the peek: reading the rows reports it.
+    while let Some(Ok((_, record))) = records.next_record() {
+        if let Ok(Value::Object(object)) = serde_json::from_slice(record) {
+            objects.push(object);
+            if objects.len() == PEEKED_OBJECTS {
+                break;
             }
-        })
-        .take(PEEKED_OBJECTS)
-        .collect();
+        }
+    }
     if objects.is_empty() {
         return Ok(());
     }
@@ -117,21 +92,31 @@ fn check_required_columns(path: &Path, map: &ColumnMap) -> Result<()> {
     Ok(())
 }
 
-/// The row on one line, or `None` for a blank line.
-pub(super) fn parse_line(line: &[u8], source: RowSource, map: &ColumnMap) -> Option<RowOutcome> {
-    let quarantine = |reason: &str| Quarantined { source, field: None, reason: reason.to_owned() };
-    let Ok(text) = std::str::from_utf8(line) else {
-        return Some(Err(quarantine("line is not valid UTF-8")));
+/// The row in one record (a line or an array element, by `layout`), or `None` for a blank
+/// one. A record that is not a JSON object is set aside, the reason naming the record.
+pub(super) fn parse_record(
+    record: &[u8],
+    layout: JsonLayout,
+    source: RowSource,
+    map: &ColumnMap,
+) -> Option<RowOutcome> {
+    let quarantine = |problem: &str| Quarantined {
+        source,
+        field: None,
+        reason: format!("{} is {problem}", layout.record_name()),
     };
-    // Only JSON's whitespace makes a line blank: a line of other whitespace (a no-break
+    let Ok(text) = std::str::from_utf8(record) else {
+        return Some(Err(quarantine("not valid UTF-8")));
+    };
+    // Only JSON's whitespace makes a record blank: a line of other whitespace (a no-break
     // space, a line separator) is not JSON, and set aside rather than lost.
-    if text.bytes().all(|byte| matches!(byte, b' ' | b'\t' | b'\r' | b'\n')) {
+    if text.bytes().all(is_json_whitespace) {
         return None;
     }
     Some(match serde_json::from_str(text) {
         Ok(Value::Object(object)) => assemble(source, &JsonRow { object: &object, map }),
-        Ok(_) => Err(quarantine("line is not a JSON object")),
-        Err(_) => Err(quarantine("line is not valid JSON")),
+        Ok(_) => Err(quarantine("not a JSON object")),
+        Err(_) => Err(quarantine("not valid JSON")),
     })
 }
 

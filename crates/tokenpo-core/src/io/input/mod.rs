@@ -1,4 +1,4 @@
-//! Reading raw preference pairs from parquet, Arrow IPC and JSONL files, streaming.
+//! Reading raw preference pairs from parquet, Arrow IPC and JSON files, streaming.
 //!
 //! The columns are TRL's: `prompt` (optional), `chosen` and `rejected`, each plain text
 //! (the standard format) or a list of `{role, content}` messages (the conversational
@@ -10,17 +10,18 @@
 //! [`Error::File`] before any row is read. A row that cannot be used is quarantined with
 //! a short reason and the run goes on; the reasons are:
 //!
-//! - `<field> is missing` (JSONL: no such key), `<field> is null`, `<field> is empty`
+//! - `<field> is missing` (JSON: no such key), `<field> is null`, `<field> is empty`
 //!   (an empty string or an empty list of messages), for `chosen` and `rejected`;
-//! - `<field> is a number, expected a string or a list of messages` (JSONL; also
+//! - `<field> is a number, expected a string or a list of messages` (JSON; also
 //!   `a boolean`, `an object`), `<score> is a string, expected a number`,
 //!   `id is a number, expected a string or an integer` (a non-integer number);
 //! - `<field> has a message without a string role and content`;
 //! - `<field> is not valid UTF-8` (binary Arrow columns), `<score> is not finite`;
 //! - `chosen and rejected mix text and messages`, `prompt and completions mix text and
 //!   messages`;
-//! - JSONL only, with no field: `line is not valid UTF-8`, `line is not valid JSON`,
-//!   `line is not a JSON object`.
+//! - JSON only, with no field: `line is not valid UTF-8`, `line is not valid JSON`,
+//!   `line is not a JSON object`; for the elements of a JSON array (`.json`), the same
+//!   with `element` for `line`.
 //!
 //! A null or missing `prompt` means the row has none; nulls in the optional columns are
 //! `None`.
@@ -29,6 +30,7 @@ mod arrow_columns;
 mod arrow_files;
 mod columns;
 mod glob;
+mod json_records;
 mod jsonl;
 mod row;
 mod shipped;
@@ -37,10 +39,14 @@ use std::path::{Path, PathBuf};
 
 pub use columns::ColumnMap;
 pub use glob::expand_inputs;
-pub use shipped::{LINE_COLUMN, SOURCE_FILE_COLUMN, SOURCE_ROW_COLUMN, shipped_rows};
+pub use json_records::JsonLayout;
+pub use shipped::{
+    ELEMENT_COLUMN, JsonRecordBatches, LINE_COLUMN, SOURCE_FILE_COLUMN, SOURCE_ROW_COLUMN,
+    json_record_batches, shipped_rows,
+};
 
 use self::arrow_files::ArrowRows;
-use self::jsonl::JsonlRows;
+use self::jsonl::JsonRows;
 use crate::error::{Error, Result};
 use crate::io::shard::digest_file;
 use crate::pair::RowOutcome;
@@ -52,8 +58,11 @@ pub enum InputFormat {
     Parquet,
     /// Arrow IPC, file or stream format (`.arrow`, `.feather`, `.ipc`, `.arrows`).
     Ipc,
-    /// JSON Lines, one object per line (`.jsonl`, `.json`, `.ndjson`).
+    /// JSON Lines, one object per line (`.jsonl`, `.ndjson`).
     Jsonl,
+    /// JSON (`.json`): one JSON array of row objects, as Hugging Face `datasets` reads
+    /// `.json`, or else JSON Lines.
+    Json,
 }
 
 impl InputFormat {
@@ -66,7 +75,7 @@ impl InputFormat {
         ("ipc", Self::Ipc),
         ("arrows", Self::Ipc),
         ("jsonl", Self::Jsonl),
-        ("json", Self::Jsonl),
+        ("json", Self::Json),
         ("ndjson", Self::Jsonl),
     ];
 
@@ -115,9 +124,10 @@ pub fn describe_input(path: &Path) -> Result<InputFile> {
 /// in batches of at most `batch_rows` rows, in file order.
 ///
 /// Each row is a [`RowOutcome`] whose source is `(file_index, row)`, the row counted from
-/// 0 across the whole file (JSONL: the physical line, from 0, blank lines skipped but
-/// counted). Memory holds one batch: parquet is read `batch_rows` rows at a time and
-/// only the pair columns, Arrow IPC one record batch at a time, JSONL line by line.
+/// 0 across the whole file (JSON Lines: the physical line, from 0, blank lines skipped but
+/// counted; a JSON array: the element's index). Memory holds one batch: parquet is read
+/// `batch_rows` rows at a time and only the pair columns, Arrow IPC one record batch at a
+/// time, JSON line by line or element by element.
 ///
 /// The iterator yields an error, and then ends, when the file cannot be read further.
 pub fn read_pairs(
@@ -137,18 +147,21 @@ pub fn read_pairs(
             Rows::Arrow(ArrowRows::parquet(path, file_index, columns, batch_rows)?)
         }
         InputFormat::Ipc => Rows::Arrow(ArrowRows::ipc(path, file_index, columns)?),
-        InputFormat::Jsonl => Rows::Jsonl(JsonlRows::open(path, file_index, columns)?),
+        format @ (InputFormat::Jsonl | InputFormat::Json) => {
+            Rows::Json(JsonRows::open(path, format, file_index, columns)?)
+        }
     };
     Ok(PairBatches { rows, batch_rows, pending_error: None, finished: false })
 }
 
 /// Opens `path` as [`read_pairs`] does, so a file that cannot be used fails the same
 /// way, and returns the names of the pair columns it holds: the columns another engine
-/// must ship for [`shipped_rows`]. A JSONL file has none (its lines are shipped whole).
+/// must ship for [`shipped_rows`]. A JSON file has none (its records are shipped whole,
+/// see [`json_record_batches`]).
 pub fn input_columns(path: &Path, columns: &ColumnMap) -> Result<Vec<String>> {
     Ok(match read_pairs(path, 0, columns, 1)?.rows {
         Rows::Arrow(rows) => rows.column_names(),
-        Rows::Jsonl(_) => Vec::new(),
+        Rows::Json(_) => Vec::new(),
     })
 }
 
@@ -163,14 +176,14 @@ pub struct PairBatches {
 
 enum Rows {
     Arrow(ArrowRows),
-    Jsonl(JsonlRows),
+    Json(JsonRows),
 }
 
 impl Rows {
     fn next_row(&mut self) -> Option<Result<RowOutcome>> {
         match self {
             Self::Arrow(rows) => rows.next_row(),
-            Self::Jsonl(rows) => rows.next_row(),
+            Self::Json(rows) => rows.next_row(),
         }
     }
 }
@@ -211,5 +224,7 @@ mod test_support;
 mod tests_arrow;
 #[cfg(test)]
 mod tests_files;
+#[cfg(test)]
+mod tests_json;
 #[cfg(test)]
 mod tests_jsonl;

@@ -25,10 +25,11 @@ fn expand_inputs_matches_file_names_sorted_and_deduplicated() {
     touch(dir.path(), &["b.parquet", "a.parquet", "c.jsonl", ".hidden.parquet", "a.parquet.tmp"]);
     fs::create_dir(dir.path().join("sub.parquet")).unwrap();
     let patterns = [dir.path().join("*.parquet"), dir.path().join("a.parquet")];
-    let files = expand_inputs(&patterns).unwrap();
+    let files = expand_inputs(&patterns, &dir.path().join("out")).unwrap();
     assert_eq!(files, vec![dir.path().join("a.parquet"), dir.path().join("b.parquet")]);
 
-    let files = expand_inputs(&[dir.path().join("c.jsonl"), dir.path().join("?.parquet")]).unwrap();
+    let patterns = [dir.path().join("c.jsonl"), dir.path().join("?.parquet")];
+    let files = expand_inputs(&patterns, &dir.path().join("out")).unwrap();
     let expected: Vec<PathBuf> =
         ["a.parquet", "b.parquet", "c.jsonl"].iter().map(|name| dir.path().join(name)).collect();
     assert_eq!(files, expected);
@@ -37,18 +38,55 @@ fn expand_inputs_matches_file_names_sorted_and_deduplicated() {
 #[test]
 fn expand_inputs_names_a_pattern_that_matches_nothing() {
     let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
     touch(dir.path(), &["a.jsonl"]);
     for pattern in [dir.path().join("*.parquet"), dir.path().join("missing.jsonl")] {
         let (file, reason) =
-            file_reason(expand_inputs(std::slice::from_ref(&pattern)).unwrap_err());
+            file_reason(expand_inputs(std::slice::from_ref(&pattern), &out).unwrap_err());
         assert_eq!((file, reason.as_str()), (pattern, "no file matches"));
     }
-    let (file, reason) = file_reason(expand_inputs(&[dir.path().to_owned()]).unwrap_err());
+    let (file, reason) = file_reason(expand_inputs(&[dir.path().to_owned()], &out).unwrap_err());
     assert_eq!(file, dir.path());
     assert!(reason.starts_with("is a directory"), "{reason}");
     // Wildcards in directory parts are literal: there is no directory named `*`.
     let pattern = dir.path().join("*").join("a.jsonl");
-    assert!(expand_inputs(&[pattern]).is_err());
+    assert!(expand_inputs(&[pattern], &out).is_err());
+}
+
+#[test]
+fn expand_inputs_refuses_files_of_the_output_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    fs::create_dir_all(data.join("shards")).unwrap();
+    touch(&data, &["a.jsonl", "quarantine.jsonl"]);
+    touch(&data.join("shards"), &["b.jsonl"]);
+    // The output directory as prep leaves it after a run: a wildcard over the inputs
+    // would match its quarantine.jsonl, and a rerun would read it back.
+    let glob = data.join("*.jsonl");
+    let (file, reason) =
+        file_reason(expand_inputs(std::slice::from_ref(&glob), &data).unwrap_err());
+    let canonical = fs::canonicalize(&data).unwrap();
+    assert_eq!(file, glob);
+    assert_eq!(
+        reason,
+        format!(
+            "matches 2 files in the output directory {}, whose files prep writes and never \
+             reads (a rerun would read its own quarantine.jsonl back); keep the output \
+             directory apart from the inputs",
+            canonical.display()
+        )
+    );
+    // Named by another path to the same directory, and named file by file.
+    let other_path = data.join("shards").join("..");
+    let named = data.join("a.jsonl");
+    let (file, reason) =
+        file_reason(expand_inputs(std::slice::from_ref(&named), &other_path).unwrap_err());
+    assert_eq!(file, named);
+    assert!(reason.starts_with("is in the output directory"), "{reason}");
+    // A subdirectory of the output directory, and a sibling, hold no file prep writes.
+    let inner = data.join("shards").join("*.jsonl");
+    assert_eq!(expand_inputs(&[inner], &data).unwrap(), [data.join("shards").join("b.jsonl")]);
+    assert_eq!(expand_inputs(&[glob], &data.join("shards")).unwrap().len(), 2);
 }
 
 #[test]
@@ -71,7 +109,7 @@ fn input_format_comes_from_the_extension() {
         ("a.arrow", InputFormat::Ipc),
         ("a.Feather", InputFormat::Ipc),
         ("a.ipc", InputFormat::Ipc),
-        ("a.json", InputFormat::Jsonl),
+        ("a.json", InputFormat::Json),
         ("a.jsonl", InputFormat::Jsonl),
     ] {
         assert_eq!(InputFormat::of(Path::new(name)).unwrap(), format, "{name}");

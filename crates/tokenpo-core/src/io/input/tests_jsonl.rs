@@ -159,11 +159,15 @@ fn jsonl_input_quarantines_bad_rows_with_their_reason() {
 #[test]
 fn jsonl_input_rejects_a_json_array_and_a_missing_file() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(&dir, "pairs.json", b"\n  [{\"chosen\": \"c\", \"rejected\": \"r\"}]\n");
-    assert_eq!(
-        open_error(&path, &ColumnMap::identity()),
-        "holds a JSON array; expected JSON Lines, one object per line"
-    );
+    let array = b"\n  [{\"chosen\": \"c\", \"rejected\": \"r\"}]\n";
+    for name in ["pairs.jsonl", "pairs.ndjson"] {
+        let path = write(&dir, name, array);
+        assert_eq!(
+            open_error(&path, &ColumnMap::identity()),
+            "holds a JSON array; expected JSON Lines, one object per line (a .json file may \
+             hold an array of rows)"
+        );
+    }
     let missing = dir.path().join("missing.jsonl");
     assert!(open_error(&missing, &ColumnMap::identity()).contains("No such file"));
 }

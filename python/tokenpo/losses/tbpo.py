@@ -23,20 +23,28 @@ code; beyond it a token pair gives no gradient.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import FunctionCtx, once_differentiable
 
 from tokenpo.exceptions import InputError
 from tokenpo.losses._base import PairLoss, PairTerms, finish, side_stats
-from tokenpo.losses._ops import safe_divide
-from tokenpo.losses.batch import LossOutput, PairLogps, Side, float_mask
+from tokenpo.losses.batch import LossOutput, PairLogps, Side
 from tokenpo.losses.config import LossConfigError, check_choice, check_number
 from tokenpo.losses.token import token_kl
 
-__all__ = ["TBPOA", "TBPOQ", "Generator", "TBPOQConfig", "ValueHead", "token_ratio_loss"]
+__all__ = [
+    "TBPOA",
+    "TBPOQ",
+    "Generator",
+    "TBPOQConfig",
+    "ValueHead",
+    "token_ratio_loss_and_slope",
+]
 
 Generator = Literal["sba", "logistic"]
 _GENERATORS: tuple[Generator, ...] = ("sba", "logistic")
@@ -44,27 +52,47 @@ _GENERATORS: tuple[Generator, ...] = ("sba", "logistic")
 _EXP_LIMIT = 80.0
 
 
-def token_ratio_loss(
-    generator: Generator, log_ratio: Tensor, *, lam: float, scale: float, ratio_clamp: float
-) -> Tensor:
-    """``ℓ_h(R)`` elementwise for ``log R = log_ratio`` (see the module docstring)."""
-    x = log_ratio.clamp(-ratio_clamp, ratio_clamp)
+def token_ratio_loss_and_slope(
+    generator: Generator, log_ratio: Tensor, *, lam: float, scale: float
+) -> tuple[Tensor, Tensor]:
+    """``ℓ_h`` and ``dℓ_h/d log R`` elementwise at ``log R = log_ratio`` (already clamped;
+    see the module docstring), with one ``exp`` per term."""
     if generator == "logistic":
-        return nn.functional.softplus(x)
+        return nn.functional.softplus(log_ratio), torch.sigmoid(log_ratio)
     if lam == 0.0:
-        return (torch.exp(x) + x - 1.0) / scale
-    return (
-        torch.exp((1.0 + lam) * x) / (scale * (1.0 + lam))
-        - torch.expm1(-lam * x) / (scale * lam)
-        - 1.0 / (scale * (1.0 + lam))
+        ratio = torch.exp(log_ratio)
+        loss = (ratio + log_ratio).sub_(1.0).div_(scale)
+        return loss, ratio.add_(1.0).div_(scale)
+    grown = torch.exp((1.0 + lam) * log_ratio)
+    shrunk = torch.exp(-lam * log_ratio)
+    loss = (
+        grown / (scale * (1.0 + lam)) - (shrunk - 1.0) / (scale * lam) - 1.0 / (scale * (1.0 + lam))
     )
+    return loss, (grown + shrunk) / scale
 
 
-def paired_positions(chosen: Side, rejected: Side) -> tuple[int, Tensor]:
-    """``(T, m)``: the width the two sides share and the mask ``[B, T]`` of the positions where
-    both have a completion token, the ``t ≤ min(|y_w|, |y_l|)`` of each pair."""
-    width = min(chosen.mask.shape[-1], rejected.mask.shape[-1])
-    return width, chosen.mask[:, :width] & rejected.mask[:, :width]
+@dataclass(frozen=True, slots=True)
+class LogWeight:
+    """``log w_t`` on the paired positions, ``[B, W]``, without gradient; for a learned
+    weight, also the baselines ``(b^w, b^l)`` it came from (``[B, T_w]``, ``[B, T_l]``, with
+    gradient) and its clamp's gradient gate (:func:`within`), ``[B, W]``."""
+
+    value: Tensor
+    baselines: tuple[Tensor, Tensor] | None = None
+    open: Tensor | None = None
+
+
+def paired_width(chosen: Side, rejected: Side) -> int:
+    """``W``, the token width the two sides share: positions ``t < W`` hold the pairs."""
+    return min(chosen.mask.shape[-1], rejected.mask.shape[-1])
+
+
+def within(values: Tensor, bound: float) -> Tensor:
+    """1.0 where ``|values| ≤ bound``, else 0.0: the gradient gate of a clamp to ``±bound``.
+
+    Written as floats directly: on CPU a ``bool`` result and its use cost several times more
+    than the comparison itself."""
+    return torch.le(values.abs(), bound, out=torch.empty_like(values))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -99,39 +127,102 @@ class _TBPOParams:
     def check_params(self) -> None:
         """Validate the parameters a subclass adds; none by default."""
 
-    def terms_for(
-        self, sides: tuple[Side, Side], log_weight: Tensor, metrics: dict[str, Tensor]
-    ) -> PairTerms:
+    def terms_for(self, sides: tuple[Side, Side], log_weight: LogWeight) -> PairTerms:
         """Per-pair ``(1/T) Σ_t ℓ_h(R_t)`` with ``log w_t = log_weight`` on the paired
-        positions; the implicit rewards are dpo's ``β Σ_t ρ_t`` of each side."""
+        positions; the implicit rewards are dpo's ``β Σ_t ρ_t`` of each side; the metric
+        ``tbpo/log_w`` is the mean ``|log w_t|``.
+
+        Computed off the graph and attached to it by one node whose backward is one pass per
+        input (:class:`_TokenPairs`): at ``B·T = 32k`` on CPU, each recorded op of the same
+        formula costs about as much as its work, forward and backward."""
         chosen, rejected = sides
-        width, paired = paired_positions(chosen, rejected)
-        stats = (side_stats(chosen, by=self.name), side_stats(rejected, by=self.name))
-        ratios = [
-            side.policy[:, :width] - side.need("ref", by=self.name)[:, :width] for side in sides
-        ]
-        log_r = self.beta * (ratios[1] - ratios[0] + log_weight)
-        token_loss = token_ratio_loss(
-            self.generator, log_r, lam=self.lam, scale=self.scale, ratio_clamp=self.ratio_clamp
+        width = paired_width(chosen, rejected)
+        with torch.no_grad():
+            # The token log-ratios once per side, for the loss and the diff-margin metric.
+            chosen_ratio, rejected_ratio = (
+                side.policy - side.need("ref", by=self.name) for side in sides
+            )
+            stats = (
+                dataclasses.replace(
+                    side_stats(chosen, by=self.name, grad=False), token_log_ratio=chosen_ratio
+                ),
+                dataclasses.replace(
+                    side_stats(rejected, by=self.name, grad=False), token_log_ratio=rejected_ratio
+                ),
+            )
+            log_r = rejected_ratio[:, :width] - chosen_ratio[:, :width]
+            log_r.add_(log_weight.value).mul_(self.beta)
+            bound = self.ratio_clamp
+            inside = within(log_r, bound)
+            log_r.clamp_(-bound, bound)
+            token_loss, slope = token_ratio_loss_and_slope(
+                self.generator, log_r, lam=self.lam, scale=self.scale
+            )
+            paired_float = chosen.mask_float[:, :width] * rejected.mask_float[:, :width]
+            count = paired_float.sum(-1).clamp_(min=1.0)
+            per_pair = torch.linalg.vecdot(token_loss, paired_float) / count
+            mean_log_w = torch.linalg.vecdot(log_weight.value.abs(), paired_float) / count
+            # d loss_i / d log R_t, where log R_t = beta [(rho^l - rho^w) + log w].
+            token_slope = slope.mul_(paired_float).mul_(inside).mul_(self.beta / count[:, None])
+        baselines = log_weight.baselines or (None, None)
+        per_pair = _TokenPairs.apply(
+            per_pair, chosen.policy, rejected.policy, *baselines, token_slope, log_weight.open
         )
-        paired_float = float_mask(paired, token_loss.dtype)
-        per_pair = safe_divide((token_loss * paired_float).sum(-1), paired_float.sum(-1))
         return PairTerms(
             per_pair=per_pair,
-            chosen_reward=self.beta * stats[0].log_ratio.detach(),
-            rejected_reward=self.beta * stats[1].log_ratio.detach(),
+            chosen_reward=self.beta * stats[0].log_ratio,
+            rejected_reward=self.beta * stats[1].log_ratio,
             chosen=stats[0],
             rejected=stats[1],
             sides=sides,
-            metrics=metrics,
+            metrics={"tbpo/log_w": mean_log_w},
         )
 
 
-def _masked_pair_mean(values: Tensor, sides: tuple[Side, Side]) -> Tensor:
-    """Mean of ``values`` ``[B, T]`` over each pair's paired positions, ``[B]``."""
-    _, paired = paired_positions(*sides)
-    mask = float_mask(paired, values.dtype)
-    return safe_divide((values * mask).sum(-1), mask.sum(-1))
+class _TokenPairs(torch.autograd.Function):
+    """TBPO's per-pair loss attached to the policy log-probs (and to a learned weight's
+    baselines) through ``s_t = ∂L_i/∂log R_t``: ``∂L_i/∂ℓ^w_t = −s_t``, ``∂L_i/∂ℓ^l_t = s_t``,
+    and the same for ``b^w``, ``b^l`` where their clamp is open."""
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx,
+        per_pair: Tensor,
+        chosen_policy: Tensor,
+        rejected_policy: Tensor,
+        chosen_baseline: Tensor | None,
+        rejected_baseline: Tensor | None,
+        token_slope: Tensor,
+        open_gate: Tensor | None,
+    ) -> Tensor:
+        ctx.save_for_backward(token_slope)
+        ctx.open_gate = open_gate  # type: ignore[attr-defined]
+        ctx.widths = (chosen_policy.shape[-1], rejected_policy.shape[-1])  # type: ignore[attr-defined]
+        return per_pair.clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad_per_pair: Tensor) -> tuple[Tensor | None, ...]:
+        (token_slope,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        open_gate = ctx.open_gate  # type: ignore[attr-defined]
+        chosen_width, rejected_width = ctx.widths  # type: ignore[attr-defined]
+        needs = ctx.needs_input_grad  # type: ignore[attr-defined]
+        token = token_slope * grad_per_pair.unsqueeze(-1)
+
+        def widened(values: Tensor, width: int) -> Tensor:
+            extra = width - values.shape[-1]
+            return nn.functional.pad(values, (0, extra)) if extra else values
+
+        gated = token if open_gate is None else token * open_gate
+        return (
+            None,
+            widened(-token, chosen_width) if needs[1] else None,
+            widened(token, rejected_width) if needs[2] else None,
+            widened(-gated, chosen_width) if needs[3] else None,
+            widened(gated, rejected_width) if needs[4] else None,
+            None,
+            None,
+        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -150,13 +241,11 @@ class TBPOA(_TBPOParams, PairLoss):
 
     def terms(self, batch: PairLogps, /) -> PairTerms:
         sides = batch.sides()
-        log_weight = self.log_weight(sides)
-        metrics = {"tbpo/log_w": _masked_pair_mean(log_weight.abs(), sides)}
-        return self.terms_for(sides, log_weight, metrics)
+        return self.terms_for(sides, LogWeight(self.log_weight(sides)))
 
     def log_weight(self, sides: tuple[Side, Side]) -> Tensor:
         """``log w_t = KL(s^l_t) − KL(s^w_t)`` on the paired positions, detached, ``[B, T]``."""
-        width, _ = paired_positions(*sides)
+        width = paired_width(*sides)
         with torch.no_grad():
             chosen, rejected = (token_kl(side, by=self.name)[:, :width] for side in sides)
         return rejected - chosen
@@ -250,12 +339,13 @@ class TBPOQ(nn.Module):
         """Per-pair loss; the head's gradient comes through ``log w``."""
         config = self.config
         sides = batch.sides()
-        width, _ = paired_positions(*sides)
-        chosen_b, rejected_b = (self.baseline(side)[:, :width] for side in sides)
-        bound = config.log_w_clamp
-        log_weight = (rejected_b - chosen_b).clamp(-bound, bound)
-        metrics = {"tbpo/log_w": _masked_pair_mean(log_weight.detach().abs(), sides)}
-        return config.terms_for(sides, log_weight, metrics)
+        width = paired_width(*sides)
+        baselines = (self.baseline(sides[0]), self.baseline(sides[1]))
+        with torch.no_grad():
+            raw = baselines[1][:, :width] - baselines[0][:, :width]
+            bound = config.log_w_clamp
+            log_weight = LogWeight(raw.clamp(-bound, bound), baselines, within(raw, bound))
+        return config.terms_for(sides, log_weight)
 
     def forward(self, batch: PairLogps) -> LossOutput:
         """The batch loss and its metrics."""

@@ -6,6 +6,7 @@ use std::io::{BufWriter, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arrow_array::cast::AsArray;
 use arrow_array::types::{ArrowPrimitiveType, UInt8Type, UInt32Type};
 use arrow_array::{
     ArrayRef, BooleanArray, Float32Array, Float64Array, ListArray, PrimitiveArray, RecordBatch,
@@ -118,6 +119,20 @@ pub fn prepared_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Arr
         location: crate::error::Location::field(name),
         expected: "a column of the prepared schema".into(),
         found: DataType::Null,
+    })
+}
+
+/// The primitive column `name` of a batch of prepared pairs. A batch can come from another
+/// engine's workers, so a missing column or another type is a schema error, not a panic.
+pub fn prepared_primitive<'a, T: ArrowPrimitiveType>(
+    batch: &'a RecordBatch,
+    name: &str,
+) -> Result<&'a PrimitiveArray<T>> {
+    let column = prepared_column(batch, name)?;
+    column.as_primitive_opt::<T>().ok_or_else(|| Error::Schema {
+        location: crate::error::Location::field(name),
+        expected: format!("{} (the prepared schema)", T::DATA_TYPE),
+        found: column.data_type().clone(),
     })
 }
 
@@ -328,6 +343,20 @@ mod tests {
             Arc::new(Int32Array::from(vec![1, 2, 3])),
         ];
         RecordBatch::try_new(Arc::new(schema), columns).unwrap()
+    }
+
+    #[test]
+    fn a_prepared_column_of_another_type_is_a_schema_error_naming_it() {
+        use arrow_array::types::Float32Type;
+        let schema = Schema::new(vec![Field::new("score_margin", DataType::Float64, true)]);
+        let margins: ArrayRef = Arc::new(Float64Array::from(vec![1.0, 2.0]));
+        let batch = RecordBatch::try_new(Arc::new(schema), vec![margins]).unwrap();
+        let error = prepared_primitive::<Float32Type>(&batch, "score_margin").unwrap_err();
+        assert!(matches!(error, Error::Schema { found: DataType::Float64, .. }), "{error}");
+        assert!(error.to_string().contains("score_margin"), "{error}");
+        assert!(prepared_primitive::<Float32Type>(&batch, "truncated").is_err());
+        let found = prepared_primitive::<arrow_array::types::Float64Type>(&batch, "score_margin");
+        assert_eq!(found.unwrap().values().as_ref(), [1.0, 2.0]);
     }
 
     #[test]

@@ -20,7 +20,8 @@ use crate::error::{Error, Location, Result};
 use crate::importance::{DocumentFrequency, ImportanceConfig, token_weights};
 use crate::io::manifest::{SCHEMA_VERSION, ShardRecord};
 use crate::io::shard::{
-    digest_file, list_offsets, prepared_column, read_shard_columns, write_atomically,
+    digest_file, list_offsets, prepared_column, prepared_primitive, read_shard_columns,
+    write_atomically,
 };
 use crate::token_lists::list_rows;
 
@@ -64,9 +65,9 @@ pub struct DifficultyKeys {
 impl DifficultyKeys {
     /// Adds the keys of a batch holding the [`DIFFICULTY_KEY_COLUMNS`].
     pub fn add(&mut self, batch: &RecordBatch) -> Result<()> {
-        let margin = prepared_column(batch, "score_margin")?.as_primitive::<Float32Type>();
+        let margin = prepared_primitive::<Float32Type>(batch, "score_margin")?;
         self.margins.extend(margin.iter().map(|value| value.map(f64::from)));
-        let separation = prepared_column(batch, "difficulty_key")?.as_primitive::<Float64Type>();
+        let separation = prepared_primitive::<Float64Type>(batch, "difficulty_key")?;
         self.separations.extend(separation.values().iter().copied());
         Ok(())
     }
@@ -132,8 +133,8 @@ impl ShardSums {
             Ok(offsets.last().map_or(0, |&end| end as u64)
                 - offsets.first().map_or(0, |&start| start as u64))
         };
-        let edit = prepared_column(batch, "edit_distance")?.as_primitive::<UInt32Type>();
-        let truncated = prepared_column(batch, "truncated")?.as_primitive::<UInt8Type>();
+        let edit = prepared_primitive::<UInt32Type>(batch, "edit_distance")?;
+        let truncated = prepared_primitive::<UInt8Type>(batch, "truncated")?;
         Ok(Self {
             pairs: batch.num_rows() as u64,
             prompt_tokens: tokens("prompt_ids")?,
@@ -243,8 +244,8 @@ fn weight_column(
 }
 
 fn difficulty_column(prepared: &RecordBatch, weighting: &Weighting<'_>) -> Result<ArrayRef> {
-    let margins = prepared_column(prepared, "score_margin")?.as_primitive::<Float32Type>();
-    let separations = prepared_column(prepared, "difficulty_key")?.as_primitive::<Float64Type>();
+    let margins = prepared_primitive::<Float32Type>(prepared, "score_margin")?;
+    let separations = prepared_primitive::<Float64Type>(prepared, "difficulty_key")?;
     let difficulties = margins.iter().zip(separations.values()).map(|(margin, &separation)| {
         weighting.scale.difficulty(weighting.source.key(margin.map(f64::from), separation))
     });

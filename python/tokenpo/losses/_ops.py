@@ -10,6 +10,7 @@ not NaN.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -89,18 +90,21 @@ class TokenSlopes:
 
 def with_token_gradient(
     per_pair: Tensor,
-    policies: tuple[Tensor, Tensor],
-    slopes: tuple[TokenSlopes, TokenSlopes],
+    inputs: Sequence[Tensor],
+    slopes: Sequence[TokenSlopes],
 ) -> Tensor:
-    """``per_pair``, computed without autograd, attached to the chosen and rejected policy
-    log-probs through the gradient ``slopes`` describe.
+    """``per_pair``, computed without autograd, attached to each of ``inputs`` (``[B, T]``
+    each: the chosen and rejected policy log-probs, and any other per-token input a loss
+    trains, such as tbpo_q's baselines) through the gradient its ``slopes`` describe.
 
     For losses whose graph would be a few ``[B, T]`` products and sums and many small ``[B]``
     operations: at ``B·T = 32k`` on CPU each recorded operation costs about as much as its
     work, forward and backward, and this is one node and one pass per row backward. The float64
     gradcheck tests hold each use to its formula.
     """
-    return _TokenGradient.apply(per_pair, *policies, *slopes)  # type: ignore[no-any-return]
+    if len(inputs) != len(slopes):
+        raise ValueError(f"{len(inputs)} inputs but {len(slopes)} slopes")
+    return _TokenGradient.apply(per_pair, tuple(slopes), *inputs)  # type: ignore[no-any-return]
 
 
 class _TokenGradient(torch.autograd.Function):
@@ -108,25 +112,17 @@ class _TokenGradient(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: FunctionCtx,
-        per_pair: Tensor,
-        chosen_policy: Tensor,
-        rejected_policy: Tensor,
-        chosen_slopes: TokenSlopes,
-        rejected_slopes: TokenSlopes,
+        ctx: FunctionCtx, per_pair: Tensor, slopes: tuple[TokenSlopes, ...], *inputs: Tensor
     ) -> Tensor:
-        ctx.slopes = (chosen_slopes, rejected_slopes)  # type: ignore[attr-defined]
+        ctx.slopes = slopes  # type: ignore[attr-defined]
         return per_pair.clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, grad_per_pair: Tensor) -> tuple[Tensor | None, ...]:
-        chosen, rejected = ctx.slopes  # type: ignore[attr-defined]
-        _, chosen_needed, rejected_needed, _, _ = ctx.needs_input_grad  # type: ignore[attr-defined]
-        return (
-            None,
-            chosen.gradient(grad_per_pair) if chosen_needed else None,
-            rejected.gradient(grad_per_pair) if rejected_needed else None,
-            None,
-            None,
+        needed = ctx.needs_input_grad[2:]  # type: ignore[attr-defined]
+        gradients = (
+            slopes.gradient(grad_per_pair) if need else None
+            for slopes, need in zip(ctx.slopes, needed, strict=True)  # type: ignore[attr-defined]
         )
+        return (None, None, *gradients)

@@ -29,10 +29,10 @@ from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.function import FunctionCtx, once_differentiable
 
 from tokenpo.exceptions import InputError
 from tokenpo.losses._base import PairLoss, PairTerms, finish, side_stats
+from tokenpo.losses._ops import TokenSlopes, with_token_gradient
 from tokenpo.losses.batch import LossOutput, PairLogps, Side
 from tokenpo.losses.config import LossConfigError, check_choice, check_number
 from tokenpo.losses.token import token_kl
@@ -132,9 +132,8 @@ class _TBPOParams:
         positions; the implicit rewards are dpo's ``β Σ_t ρ_t`` of each side; the metric
         ``tbpo/log_w`` is the mean ``|log w_t|``.
 
-        Computed off the graph and attached to it by one node whose backward is one pass per
-        input (:class:`_TokenPairs`): at ``B·T = 32k`` on CPU, each recorded op of the same
-        formula costs about as much as its work, forward and backward."""
+        Computed off the graph and attached to it through its gradient
+        (:func:`~tokenpo.losses._ops.with_token_gradient`)."""
         chosen, rejected = sides
         width = paired_width(chosen, rejected)
         with torch.no_grad():
@@ -164,10 +163,8 @@ class _TBPOParams:
             mean_log_w = torch.linalg.vecdot(log_weight.value.abs(), paired_float) / count
             # d loss_i / d log R_t, where log R_t = beta [(rho^l - rho^w) + log w].
             token_slope = slope.mul_(paired_float).mul_(inside).mul_(self.beta / count[:, None])
-        baselines = log_weight.baselines or (None, None)
-        per_pair = _TokenPairs.apply(
-            per_pair, chosen.policy, rejected.policy, *baselines, token_slope, log_weight.open
-        )
+            inputs, slopes = _token_inputs(sides, log_weight, token_slope)
+        per_pair = with_token_gradient(per_pair, inputs, slopes)
         return PairTerms(
             per_pair=per_pair,
             chosen_reward=self.beta * stats[0].log_ratio,
@@ -179,50 +176,32 @@ class _TBPOParams:
         )
 
 
-class _TokenPairs(torch.autograd.Function):
-    """TBPO's per-pair loss attached to the policy log-probs (and to a learned weight's
-    baselines) through ``s_t = ∂L_i/∂log R_t``: ``∂L_i/∂ℓ^w_t = −s_t``, ``∂L_i/∂ℓ^l_t = s_t``,
-    and the same for ``b^w``, ``b^l`` where their clamp is open."""
+def _token_inputs(
+    sides: tuple[Side, Side], log_weight: LogWeight, token_slope: Tensor
+) -> tuple[list[Tensor], list[TokenSlopes]]:
+    """What TBPO's per-pair loss is attached to, and how: with ``s_t = ∂L_i/∂log R_t``,
+    ``∂L_i/∂ℓ^w_t = −s_t`` and ``∂L_i/∂ℓ^l_t = s_t``, and the same for a learned weight's
+    baselines ``b^w``, ``b^l`` where their clamp is open."""
+    ones = token_slope.new_ones(token_slope.shape[0])
+    signs = (-ones, ones)
+    attached = [
+        (side.policy, _widened(token_slope, side), sign)
+        for side, sign in zip(sides, signs, strict=True)
+    ]
+    if log_weight.baselines is not None:
+        gated = token_slope if log_weight.open is None else token_slope * log_weight.open
+        attached += [
+            (baseline, _widened(gated, side), sign)
+            for baseline, side, sign in zip(log_weight.baselines, sides, signs, strict=True)
+        ]
+    inputs = [target for target, _, _ in attached]
+    return inputs, [TokenSlopes((row,), (sign,)) for _, row, sign in attached]
 
-    @staticmethod
-    def forward(
-        ctx: FunctionCtx,
-        per_pair: Tensor,
-        chosen_policy: Tensor,
-        rejected_policy: Tensor,
-        chosen_baseline: Tensor | None,
-        rejected_baseline: Tensor | None,
-        token_slope: Tensor,
-        open_gate: Tensor | None,
-    ) -> Tensor:
-        ctx.save_for_backward(token_slope)
-        ctx.open_gate = open_gate  # type: ignore[attr-defined]
-        ctx.widths = (chosen_policy.shape[-1], rejected_policy.shape[-1])  # type: ignore[attr-defined]
-        return per_pair.clone()
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: FunctionCtx, grad_per_pair: Tensor) -> tuple[Tensor | None, ...]:
-        (token_slope,) = ctx.saved_tensors  # type: ignore[attr-defined]
-        open_gate = ctx.open_gate  # type: ignore[attr-defined]
-        chosen_width, rejected_width = ctx.widths  # type: ignore[attr-defined]
-        needs = ctx.needs_input_grad  # type: ignore[attr-defined]
-        token = token_slope * grad_per_pair.unsqueeze(-1)
-
-        def widened(values: Tensor, width: int) -> Tensor:
-            extra = width - values.shape[-1]
-            return nn.functional.pad(values, (0, extra)) if extra else values
-
-        gated = token if open_gate is None else token * open_gate
-        return (
-            None,
-            widened(-token, chosen_width) if needs[1] else None,
-            widened(token, rejected_width) if needs[2] else None,
-            widened(-gated, chosen_width) if needs[3] else None,
-            widened(gated, rejected_width) if needs[4] else None,
-            None,
-            None,
-        )
+def _widened(row: Tensor, side: Side) -> Tensor:
+    """``row`` ``[B, W]`` zero-padded to the width of ``side``."""
+    extra = side.mask.shape[-1] - row.shape[-1]
+    return nn.functional.pad(row, (0, extra)) if extra else row
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
